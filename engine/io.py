@@ -1,0 +1,148 @@
+"""Atomic file writes and result tables (JSON + CSV + Markdown).
+
+Every file the toolkit writes goes through here: the content lands in a temporary file in
+the destination folder and is renamed over the target, so an interrupted run never leaves a
+half-written checkpoint, table or cache entry behind.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+
+def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder + rename)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    return _atomic(path, write)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
+    """``fig.savefig`` to ``path`` atomically (format taken from the target's suffix)."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    return _atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line (a per-epoch log record); a line is written whole or not at all."""
+    line = json.dumps(record, sort_keys=False) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+
+
+def _fmt(value, digits: int) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.{digits}g}"
+    return "" if value is None else str(value)
+
+
+def _columns(rows: Sequence[dict], columns: Sequence[str] | None) -> list[str]:
+    if columns is not None:
+        return list(columns)
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            seen.setdefault(key, None)
+    return list(seen)
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None, digits: int = 4) -> str:
+    """Rows (dicts) as a GitHub Markdown table; floats rounded to ``digits``."""
+    cols = _columns(rows, columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c), digits) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def text_table(rows: Sequence[dict], columns: Sequence[str] | None = None, digits: int = 4) -> str:
+    """Rows (dicts) as an aligned plain-text table for the terminal."""
+    cols = _columns(rows, columns)
+    cells = [[_fmt(row.get(c), digits) for c in cols] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(out) + "\n"
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, name: str,
+                  columns: Sequence[str] | None = None, extra: dict | None = None,
+                  digits: int = 4) -> dict[str, Path]:
+    """Write ``rows`` as ``<name>.json`` (``{"rows": [...], **extra}``), ``<name>.csv`` and
+    ``<name>.md`` under ``out_dir``; returns the three paths."""
+    out_dir = Path(out_dir)
+    cols = _columns(rows, columns)
+    payload = {"rows": [dict(r) for r in rows]}
+    if extra:
+        payload.update(extra)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return {
+        "json": atomic_write_text(out_dir / f"{name}.json", json.dumps(payload, indent=2, default=_json_default) + "\n"),
+        "csv": atomic_write_text(out_dir / f"{name}.csv", buf.getvalue()),
+        "md": atomic_write_text(out_dir / f"{name}.md", markdown_table(rows, cols, digits)),
+    }
+
+
+def _json_default(obj):
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def read_json(path: str | os.PathLike):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterable[dict]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
