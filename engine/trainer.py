@@ -9,6 +9,7 @@ run's weights exactly on the CPU.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -27,7 +28,7 @@ from engine import distributed as D
 from engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
 from engine.config import save_config
 from engine.errors import UserError
-from engine.io import append_jsonl, atomic_write_text, iter_jsonl
+from engine.io import append_jsonl, atomic_write_text
 
 # The official ImageNet-100 ResNet recipe; configs/*.yaml and flags override any key.
 PRETRAIN_DEFAULTS: dict = dict(
@@ -222,7 +223,7 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.wd)
     scheduler = build_scheduler(optimizer, cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor)
-    start_epoch, best_acc1 = 0, -1.0
+    start_epoch, best_acc1, history = 0, -1.0, []
     if cfg.resume:
         ckpt = load_checkpoint(cfg.resume, map_location=info.device)
         if ckpt["model_kwargs"] != unwrap(model).build_kwargs:
@@ -232,11 +233,12 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best_acc1 = ckpt["epoch"], ckpt["best_acc1"] if ckpt["best_acc1"] is not None else -1.0
+        history = list(ckpt.get("history", []))
         set_rng_state(ckpt["rng"])
     config = {k: v for k, v in vars(cfg).items() if k != "config"}
     if info.is_main:
         save_config(cfg, paths["config"])
-        _reset_log(paths["log"], keep_up_to=start_epoch if cfg.resume else 0)
+        atomic_write_text(paths["log"], "".join(json.dumps(r) + "\n" for r in history))
         print(f"{cfg.arch} on {cfg.dataset}: {len(train_set)} train / {len(val_set)} test images, "
               f"{cfg.num_classes} classes, {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters, "
               f"device {info.device}" + (f" x {info.world_size} processes" if info.distributed else ""), flush=True)
@@ -265,11 +267,13 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
             record = {"epoch": epoch + 1, "lr": lr, "loss": stats.loss, "ce_loss": stats.ce_loss,
                       "ent_loss": stats.ent_loss, "train_acc1": stats.acc1, "val_acc1": acc1,
                       "seconds": round(stats.seconds, 3), "img_per_s": round(stats.samples * info.world_size / stats.seconds, 1)}
-            append_jsonl(paths["log"], record)
-            save_checkpoint(paths["last"], model=model, epoch=epoch + 1, config=config, optimizer=optimizer,
-                            scheduler=scheduler, best_acc1=best_acc1)
+            history.append(record)
             if is_best:
-                save_checkpoint(paths["best"], model=model, epoch=epoch + 1, config=config, best_acc1=best_acc1)
+                save_checkpoint(paths["best"], model=model, epoch=epoch + 1, config=config, best_acc1=best_acc1,
+                                extra={"history": history})
+            save_checkpoint(paths["last"], model=model, epoch=epoch + 1, config=config, optimizer=optimizer,
+                            scheduler=scheduler, best_acc1=best_acc1, extra={"history": history})
+            append_jsonl(paths["log"], record)
             print(f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.3g}  loss {stats.loss:.4f} (CE {stats.ce_loss:.4f}, "
                   f"entropy {stats.ent_loss:.4f})  train top-1 {stats.acc1:.4f}  val top-1 {acc1:.4f}  "
                   f"{stats.seconds:.1f}s", flush=True)
@@ -277,9 +281,3 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
     return {"best_acc1": best_acc1, "last_acc1": acc1, "epochs": cfg.epochs,
             **{k: str(v) for k, v in paths.items()}}
 
-
-def _reset_log(path: Path, keep_up_to: int) -> None:
-    """Start the log afresh, or on resume keep the records of the epochs the checkpoint holds."""
-    kept = [r for r in iter_jsonl(path) if r.get("epoch", 0) <= keep_up_to] if path.exists() and keep_up_to else []
-    import json
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
