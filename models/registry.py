@@ -1,0 +1,60 @@
+"""One registry of backbones and the factory that wraps them in a :class:`ControlledNet`.
+
+A backbone builder is registered with ``@register_model`` under its function name and is
+called with the keyword arguments ``norm, stem, width, in_chans, img_size, patch_size,
+drop_path``; it returns an encoder (``embed_dim`` attribute, ``stages()`` method).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from nc_control import ControlledNet, NCConfig
+
+MODELS: dict[str, Callable] = {}
+STEMS = ("imagenet", "cifar")
+
+
+def register_model(fn: Callable) -> Callable:
+    """Decorator: add ``fn`` to :data:`MODELS` under ``fn.__name__``."""
+    if fn.__name__ in MODELS:
+        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Registered architecture names, sorted."""
+    return sorted(MODELS)
+
+
+def build_model(arch: str, num_classes: int, *, nc_control: NCConfig | dict | None = None, norm: str = "bn",
+                stem: str = "imagenet", width: float = 1.0, in_chans: int = 3, img_size: int = 224,
+                patch_size: int = 16, drop_path: float = 0.0) -> ControlledNet:
+    """Build ``arch`` as encoder -> [projector -> L2 norm] -> classifier.
+
+    ``nc_control`` is an :class:`NCConfig`, a dict of its fields, or ``None`` (baseline).
+    ``norm`` ('bn' | 'gn_ws'), ``stem`` ('imagenet' | 'cifar') and ``width`` shape the CNNs;
+    ``img_size``, ``patch_size`` and ``drop_path`` shape the ViTs (see each builder).
+    The returned model carries ``build_kwargs``, a JSON-able dict with which
+    ``build_model(**model.build_kwargs)`` rebuilds the same architecture.
+    """
+    if arch not in MODELS:
+        raise ValueError(f"unknown arch {arch!r}; valid names: {', '.join(list_models())}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width!r}")
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, got {in_chans!r}")
+    if not 0.0 <= drop_path < 1.0:
+        raise ValueError(f"drop_path must be in [0, 1), got {drop_path!r}")
+    nc = NCConfig.from_any(nc_control)
+    encoder = MODELS[arch](norm=norm, stem=stem, width=float(width), in_chans=int(in_chans),
+                           img_size=int(img_size), patch_size=int(patch_size), drop_path=float(drop_path))
+    model = ControlledNet(encoder, num_classes, nc)
+    model.build_kwargs = dict(arch=arch, num_classes=num_classes, nc_control=nc.to_dict(), norm=norm, stem=stem,
+                              width=float(width), in_chans=int(in_chans), img_size=int(img_size),
+                              patch_size=int(patch_size), drop_path=float(drop_path))
+    return model

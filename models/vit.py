@@ -1,0 +1,93 @@
+"""ViT-Tiny / ViT-Small encoders (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR
+2021) built with timm, laid out as the official NC-OOD ViTs:
+
+- no class token; the embedding is the mean of the patch tokens after the final LayerNorm
+  (timm ``global_pool='avg'`` with ``fc_norm=False``, so the norm runs before the pooling);
+- fixed 2-D sine-cosine position embeddings (Beyer, Zhai & Kolesnikov, "Better plain ViT
+  baselines for ImageNet-1k", arXiv:2205.01580, 2022), kept in the state_dict, never trained;
+- stochastic depth rising linearly to ``drop_path`` over the blocks (timm ``drop_path_rate``).
+
+ViT-Tiny: 12 blocks, width 192, 3 heads; ViT-Small: 12 blocks, width 384, 6 heads.
+``img_size`` must be a multiple of ``patch_size`` (e.g. 32 px with patch 8, 28 px with patch 4).
+ViTs always use LayerNorm and a patch embedding: ``norm='gn_ws'``, ``stem='cifar'`` and
+``width != 1`` are rejected. Hookable stages: ``block0`` .. ``block11`` (B x N x D, N patches).
+No pretrained weights are used.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import timm
+import torch
+from torch import nn
+
+from models.registry import register_model
+
+SINCOS_TEMPERATURE = 10000.0
+
+
+def sincos_2d_position_embedding(h: int, w: int, dim: int, temperature: float = SINCOS_TEMPERATURE) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding, (h*w) x dim, tokens in row-major order.
+
+    With ``omega_k = temperature^(-k / (dim/4 - 1))`` for k = 0 .. dim/4 - 1, a token at row y,
+    column x gets ``[sin(x omega), cos(x omega), sin(y omega), cos(y omega)]``.
+    Computed in float64 and rounded once to float32.
+    """
+    if dim % 4 or dim < 8:
+        raise ValueError(f"a 2-D sine-cosine position embedding needs dim divisible by 4 and >= 8, got {dim}")
+    quarter = dim // 4
+    omega = temperature ** -(torch.arange(quarter, dtype=torch.float64) / (quarter - 1))
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    y = y.reshape(-1, 1) * omega
+    x = x.reshape(-1, 1) * omega
+    return torch.cat((x.sin(), x.cos(), y.sin(), y.cos()), dim=1).to(torch.float32)
+
+
+class ViTEncoder(nn.Module):
+    """A timm VisionTransformer without class token and head: image -> B x embed_dim."""
+
+    def __init__(self, timm_name: str, img_size: int, patch_size: int, in_chans: int, drop_path: float) -> None:
+        super().__init__()
+        self.vit = timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=img_size,
+                                     patch_size=patch_size, in_chans=in_chans, drop_path_rate=drop_path,
+                                     global_pool="avg", class_token=False, fc_norm=False)
+        grid_h, grid_w = self.vit.patch_embed.grid_size
+        pos = sincos_2d_position_embedding(grid_h, grid_w, self.vit.embed_dim)
+        self.vit.pos_embed = nn.Parameter(pos.unsqueeze(0), requires_grad=False)
+        self.embed_dim = int(self.vit.num_features)
+
+    def stages(self) -> "OrderedDict[str, nn.Module]":
+        return OrderedDict((f"block{i}", block) for i, block in enumerate(self.vit.blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit.forward_head(self.vit.forward_features(x), pre_logits=True)
+
+
+def _build_vit(arch: str, timm_name: str, *, norm: str, stem: str, width: float, in_chans: int, img_size: int,
+               patch_size: int, drop_path: float) -> ViTEncoder:
+    if norm == "gn_ws":
+        raise ValueError(f"{arch} uses LayerNorm; norm='gn_ws' applies to CNNs only, leave norm at its default")
+    if stem != "imagenet":
+        raise ValueError(f"{arch} has a patch embedding, not a CNN stem; for small images set patch_size "
+                         f"(e.g. img_size=32, patch_size=8) and leave stem='imagenet'")
+    if width != 1.0:
+        raise ValueError(f"{arch} has a fixed width; width applies to CNNs only, set width=1.0")
+    if patch_size < 1 or img_size < patch_size or img_size % patch_size:
+        raise ValueError(f"{arch}: img_size ({img_size}) must be a positive multiple of patch_size ({patch_size})")
+    return ViTEncoder(timm_name, img_size, patch_size, in_chans, drop_path)
+
+
+@register_model
+def vit_tiny(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
+             drop_path: float) -> ViTEncoder:
+    """ViT-Tiny (embed_dim 192)."""
+    return _build_vit("vit_tiny", "vit_tiny_patch16_224", norm=norm, stem=stem, width=width, in_chans=in_chans,
+                      img_size=img_size, patch_size=patch_size, drop_path=drop_path)
+
+
+@register_model
+def vit_small(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
+              drop_path: float) -> ViTEncoder:
+    """ViT-Small (embed_dim 384)."""
+    return _build_vit("vit_small", "vit_small_patch16_224", norm=norm, stem=stem, width=width, in_chans=in_chans,
+                      img_size=img_size, patch_size=patch_size, drop_path=drop_path)

@@ -1,0 +1,91 @@
+"""The controlled network: encoder -> [projector -> L2 norm] -> linear classifier."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from nc_control.config import NCConfig
+from nc_control.etf import learnable_projector, simplex_etf_projector
+from nc_control.normalize import l2_normalize
+
+PROJECTOR_EPS = 1e-8   # F.normalize eps after the projector in the official NC-OOD code
+FEATURE_EPS = 1e-12    # F.normalize default, used for the l2_features ablation
+
+
+class ControlledNet(nn.Module):
+    """Encoder, optional projector with L2-normalized output, and a linear classifier with bias.
+
+    ``encoder`` maps an image batch to a B x ``encoder.embed_dim`` embedding and provides
+    ``stages()``, an ordered dict of its hookable stage modules (shallow to deep).
+
+    - with a projector (``nc.has_projector``): ``logits = W * normalize(P(e)) + b``, where P is
+      the fixed simplex-ETF projector (``nc.projector='etf'``) or its learnable twin;
+    - with ``nc.l2_features``: ``logits = W * normalize(e) + b``;
+    - otherwise: ``logits = W * e + b``.
+
+    The classifier weight is Xavier-uniform initialized and its bias zero (the official code
+    uses Xavier-uniform for the classifier weight).
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, nc: NCConfig | dict | None = None) -> None:
+        super().__init__()
+        embed_dim = getattr(encoder, "embed_dim", None)
+        if not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError("ControlledNet needs an encoder with an integer attribute embed_dim >= 1 (its output width)")
+        if not callable(getattr(encoder, "stages", None)):
+            raise ValueError("ControlledNet needs an encoder with a stages() method returning its hookable stage modules")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.nc = NCConfig.from_any(nc)
+        self.num_classes = num_classes
+        self.encoder = encoder
+        self.embed_dim = embed_dim
+        # Identity modules give forward hooks the pooled embedding and the normalized projection.
+        self.encoder_out = nn.Identity()
+        if self.nc.has_projector:
+            make = simplex_etf_projector if self.nc.projector == "etf" else learnable_projector
+            self.projector = make(embed_dim, self.nc.hidden_mlp, self.nc.output_dim)
+            self.projector_out = nn.Identity()
+            self.head_dim = self.nc.output_dim
+        else:
+            self.projector = None
+            self.projector_out = None
+            self.head_dim = embed_dim
+        self.classifier = nn.Linear(self.head_dim, num_classes)
+        nn.init.xavier_uniform_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, x: torch.Tensor, return_all: bool = False):
+        """Logits, or with ``return_all`` the tuple (encoder embedding, L2-normalized projector
+        output or None without a projector, logits)."""
+        enc = self.encoder_out(self.encoder(x))
+        proj = None
+        if self.projector is not None:
+            proj = self.projector_out(l2_normalize(self.projector(enc), eps=PROJECTOR_EPS))
+            head_in = proj
+        elif self.nc.l2_features:
+            head_in = l2_normalize(enc, eps=FEATURE_EPS)
+        else:
+            head_in = enc
+        logits = self.classifier(head_in)
+        return (enc, proj, logits) if return_all else logits
+
+    def named_layers(self) -> "OrderedDict[str, nn.Module]":
+        """Hookable layers in depth order: the encoder stages, ``'encoder'`` (output B x embed_dim),
+        ``'projector'`` (L2-normalized, B x output_dim; only with a projector), ``'classifier'``
+        (output: the logits)."""
+        layers = OrderedDict(self.encoder.stages())
+        for reserved in ("encoder", "projector", "classifier"):
+            if reserved in layers:
+                raise ValueError(f"encoder stage name {reserved!r} clashes with a ControlledNet layer name")
+        layers["encoder"] = self.encoder_out
+        if self.projector_out is not None:
+            layers["projector"] = self.projector_out
+        layers["classifier"] = self.classifier
+        return layers
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters an optimizer should update (the fixed ETF weights are excluded)."""
+        return [p for p in self.parameters() if p.requires_grad]

@@ -1,0 +1,318 @@
+"""data/: path-based datasets read from tiny files written in each dataset's real on-disk format."""
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.io import savemat
+
+import data
+from data.natural import imagenet100_classes
+from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def assert_one_line_naming(error, *parts):
+    message = str(error.value)
+    assert "\n" not in message
+    for part in parts:
+        assert str(part) in message, (part, message)
+
+
+def write_image(path, value, size=(20, 16), mode="RGB"):
+    """A constant image; the format (PNG, JPEG) follows the file extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value).save(path)
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+def constant_cifar_images(labels):
+    """One image per label, every pixel of channel c equal to (40 * label + 10 * c) % 256."""
+    colours = np.array([[(40 * y + 10 * c) % 256 for c in range(3)] for y in labels], dtype=np.uint8)
+    return np.repeat(colours[:, :, None], 32 * 32, axis=2).reshape(len(labels), 3072)
+
+
+def write_cifar10(root, per_batch=4):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        labels = [(i + j) % 10 for j in range(per_batch)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"data": constant_cifar_images(labels), b"labels": labels}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"class{k}".encode() for k in range(10)]}, f)
+    return folder
+
+
+def test_cifar10_python_batches(tmp_path):
+    write_cifar10(tmp_path)
+    train = data.build_dataset("cifar10", "train", root=tmp_path)
+    test = data.build_dataset("cifar10", "test", root=tmp_path / "cifar-10-batches-py")  # the folder itself works too
+    assert (len(train), len(test)) == (20, 4) and train.classes[3] == "class3" and train.num_classes == 10
+    assert train.targets.tolist()[:8] == [0, 1, 2, 3, 1, 2, 3, 4]
+    x, y = train[5]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == 2
+    expected = torch.tensor([(40 * y + 10 * c) % 256 for c in range(3)]).view(3, 1, 1) / 255.0
+    assert torch.allclose(x, ((expected - MEAN) / STD).expand(3, 32, 32), atol=1e-5)
+    assert data.build_dataset("cifar10", "train", root=tmp_path, image_size=64, augment=True)[0][0].shape == (3, 64, 64)
+
+
+def test_cifar10_class_selection_and_max_per_class(tmp_path):
+    write_cifar10(tmp_path, per_batch=6)
+    full = data.build_dataset("cifar10", "train", root=tmp_path)
+    picked = data.build_dataset("cifar10", "train", root=tmp_path, classes=[4, 1], max_per_class=2)
+    assert picked.classes == ["class4", "class1"] and picked.targets.bincount().tolist() == [2, 2]
+    for i in range(len(picked)):  # the image of a relabelled sample is an image of its original class
+        original = [4, 1][int(picked.targets[i])]
+        assert int(picked.image(i)[0, 0, 0]) == 40 * original % 256
+    assert int((full.targets == 4).sum()) > 2
+
+
+def test_cifar100_fine_labels(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for split, labels in (("train", [0, 99, 5]), ("test", [7, 7])):
+        with open(folder / split, "wb") as f:
+            pickle.dump({b"data": constant_cifar_images(labels), b"fine_labels": labels, b"coarse_labels": [0] * len(labels)}, f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [f"fine{k}".encode() for k in range(100)]}, f)
+    train = data.build_dataset("cifar100", "train", root=tmp_path)
+    assert train.targets.tolist() == [0, 99, 5] and train.num_classes == 100 and train.classes[99] == "fine99"
+    assert data.build_dataset("cifar100", "test", root=tmp_path).targets.tolist() == [7, 7]
+
+
+def test_missing_and_malformed_cifar_give_one_line_naming_the_path(tmp_path):
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("cifar10", "train", root=tmp_path / "nowhere")
+    assert_one_line_naming(error, tmp_path / "nowhere", "cifar-10-batches-py/data_batch_1", "cifar-10-python.tar.gz")
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("cifar10", "train")
+    assert_one_line_naming(error, "no root given")
+    folder = write_cifar10(tmp_path)
+    (folder / "data_batch_3").write_bytes(b"this is not a pickle")
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("cifar10", "train", root=tmp_path)
+    assert_one_line_naming(error, folder / "data_batch_3", "not a CIFAR python batch")
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("cifar10", "test", root=tmp_path)
+    assert_one_line_naming(error, folder / "test_batch", "3072")
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST IDX
+
+def write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_idx_in_torchvision_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    images = rng.integers(0, 256, size=(12, 28, 28), dtype=np.uint8)
+    labels = np.arange(12) % 10
+    write_idx(raw / "train-images-idx3-ubyte.gz", images)
+    write_idx(raw / "train-labels-idx1-ubyte.gz", labels)
+    write_idx(raw / "t10k-images-idx3-ubyte.gz", images[:3])
+    write_idx(raw / "t10k-labels-idx1-ubyte.gz", labels[:3])
+    train = data.build_dataset("fashion_mnist", "train", root=tmp_path, image_size=28)
+    assert len(train) == 12 and train.targets.tolist() == labels.tolist()
+    assert torch.equal(train.image(4), torch.from_numpy(images[4])[None])
+    x, y = train[4]
+    assert y == 4 and x.shape == (3, 28, 28)
+    assert torch.allclose(x, (torch.from_numpy(images[4]).float() / 255 - MEAN) / STD, atol=1e-5)  # gray -> 3 channels
+    sub = data.build_dataset("fashion_mnist", "train", root=tmp_path, classes=[6, 7, 8, 9], max_per_class=1)
+    assert sub.classes == ["Shirt", "Sneaker", "Bag", "Ankle boot"] and sub.targets.tolist() == [0, 1, 2, 3]
+    assert len(data.build_dataset("fashion_mnist", "test", root=tmp_path)) == 3
+
+
+def test_fashion_mnist_bad_idx_names_the_file(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))
+    with gzip.open(tmp_path / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(bytes([0, 0, 0x08, 3]) + b"\x00" * 16)  # labels must be 1-d
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("fashion_mnist", "train", root=tmp_path)
+    assert_one_line_naming(error, tmp_path / "train-labels-idx1-ubyte.gz", "magic")
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(2))
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2, 28, 28) + b"\x00" * 10))
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("fashion_mnist", "train", root=tmp_path)
+    assert_one_line_naming(error, tmp_path / "train-images-idx3-ubyte.gz", "truncated")
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("fashion_mnist", "test", root=tmp_path)
+    assert_one_line_naming(error, tmp_path, "t10k-images-idx3-ubyte")
+
+
+# ----------------------------------------------------------------------------- image folders
+
+def test_imagefolder_tree_with_split_folders_and_grayscale(tmp_path):
+    for split, count in (("train", 3), ("val", 2)):
+        for k, name in enumerate(["cat", "dog"]):
+            for i in range(count):
+                write_image(tmp_path / split / name / f"{i}.png", (200 * k, 50, 100 + i))
+    write_image(tmp_path / "train" / "dog" / "sub" / "gray.png", 90, mode="L")
+    (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image")
+    train = data.build_dataset("imagefolder", "train", root=tmp_path, image_size=24)
+    assert train.classes == ["cat", "dog"] and train.targets.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    x, y = train[0]
+    assert x.shape == (3, 24, 24) and y == 0
+    assert torch.allclose(x, ((torch.tensor([0.0, 50, 100]).view(3, 1, 1) / 255 - MEAN) / STD).expand(3, 24, 24), atol=1e-5)
+    gray_index = [i for i, p in enumerate(train.paths) if p.endswith("gray.png")][0]
+    assert torch.equal(train.image(gray_index), torch.full((3, 16, 20), 90, dtype=torch.uint8))
+    test = data.build_dataset("imagefolder", "test", root=tmp_path)  # falls back to val/
+    assert len(test) == 4 and test.targets.tolist() == [0, 0, 1, 1]
+
+
+def test_imagefolder_stratified_holdout(tmp_path):
+    for k in range(3):
+        for i in range(5 + k):
+            write_image(tmp_path / f"class{k}" / f"{i}.png", (10 * i, 20 * k, 0))
+    train = data.build_dataset("imagefolder", "train", root=tmp_path, holdout=0.2, seed=0)
+    test = data.build_dataset("imagefolder", "test", root=tmp_path, holdout=0.2, seed=0)
+    assert test.targets.bincount().tolist() == [1, 1, 1] and train.targets.bincount().tolist() == [4, 5, 6]
+    assert not set(train.paths) & set(test.paths) and len(set(train.paths) | set(test.paths)) == 18
+    assert data.build_dataset("imagefolder", "test", root=tmp_path, holdout=0.2, seed=0).paths == test.paths
+    other = [data.build_dataset("imagefolder", "test", root=tmp_path, holdout=0.2, seed=s).paths for s in range(1, 6)]
+    assert any(paths != test.paths for paths in other)
+    with pytest.raises(ValueError, match="holdout"):
+        data.build_dataset("imagefolder", "train", root=tmp_path, holdout=1.5)
+
+
+def test_imagefolder_errors(tmp_path):
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("imagefolder", "train", root=tmp_path / "missing")
+    assert_one_line_naming(error, tmp_path / "missing", "not a folder")
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("imagefolder", "train", root=tmp_path)
+    assert_one_line_naming(error, tmp_path / "empty_class", "no image files")
+    broken = tmp_path / "broken"
+    (broken / "a").mkdir(parents=True)
+    (broken / "a" / "x.png").write_bytes(b"not a png")
+    dataset = data.build_dataset("imagefolder", "train", root=broken)
+    with pytest.raises(data.DatasetError) as error:
+        dataset[0]
+    assert_one_line_naming(error, broken / "a" / "x.png", "not a readable image")
+    split_only = tmp_path / "splits"
+    write_image(split_only / "train" / "a" / "0.png", 1)
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("imagefolder", "test", root=split_only)
+    assert_one_line_naming(error, split_only, "test or val/")
+
+
+def test_imagenet100_keeps_only_listed_wnids(tmp_path):
+    listed = imagenet100_classes()
+    wnids = [listed[5], listed[0], "n99999999"]
+    for split in ("train", "val"):
+        for k, wnid in enumerate(wnids):
+            for i in range(2):
+                write_image(tmp_path / split / wnid / f"{wnid}_{i}.png", (k * 60, i, 0))
+    with pytest.warns(UserWarning, match="2 of the 100"):
+        train = data.build_dataset("imagenet100", "train", root=tmp_path, image_size=16)
+    assert train.classes == sorted(wnids[:2]) and len(train) == 4
+    assert not any("n99999999" in p for p in train.paths)
+    assert train[0][0].shape == (3, 16, 16)
+    with pytest.warns(UserWarning):
+        test = data.build_dataset("imagenet100", "test", root=tmp_path)
+    assert all("/val/" in p for p in test.paths) and test.targets.tolist() == [0, 0, 1, 1]
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("imagenet100", "train", root=tmp_path / "val")
+    assert_one_line_naming(error, tmp_path / "val", "train")
+
+
+# ----------------------------------------------------------------------------- SVHN, STL-10
+
+def test_svhn_mat_maps_label_10_to_digit_0(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3, 4), dtype=np.uint8)
+    savemat(tmp_path / "test_32x32.mat", {"X": images, "y": np.array([[10], [1], [9], [10]], dtype=np.uint8)})
+    test = data.build_dataset("svhn", "test", root=tmp_path)
+    assert test.targets.tolist() == [0, 1, 9, 0] and test.classes[0] == "0"
+    assert torch.equal(test.image(2), torch.from_numpy(images[:, :, :, 2]).permute(2, 0, 1))
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("svhn", "train", root=tmp_path)
+    assert_one_line_naming(error, tmp_path, "train_32x32.mat")
+
+
+def test_stl10_binary_column_major(tmp_path):
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 3, 96, 96), dtype=np.uint8)
+    images.transpose(0, 1, 3, 2).tofile(folder / "train_X.bin")
+    np.array([1, 10, 4], dtype=np.uint8).tofile(folder / "train_y.bin")
+    (folder / "class_names.txt").write_text("\n".join(f"c{k}" for k in range(10)) + "\n")
+    train = data.build_dataset("stl10", "train", root=tmp_path, image_size=48)
+    assert train.targets.tolist() == [0, 9, 3] and train.classes[9] == "c9"
+    assert torch.equal(train.image(1), torch.from_numpy(images[1])) and train[1][0].shape == (3, 48, 48)
+    bad = tmp_path / "bad" / "stl10_binary"
+    bad.mkdir(parents=True)
+    images[:2].transpose(0, 1, 3, 2).tofile(bad / "test_X.bin")
+    np.array([1], dtype=np.uint8).tofile(bad / "test_y.bin")
+    (bad / "class_names.txt").write_text("\n".join(f"c{k}" for k in range(10)) + "\n")
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("stl10", "test", root=bad.parent)
+    assert_one_line_naming(error, bad / "test_X.bin", "27,648")
+
+
+# ----------------------------------------------------------------------------- list-file datasets
+
+def test_flowers102_mat_files(tmp_path):
+    base = tmp_path / "flowers-102"
+    for i in range(1, 7):
+        write_image(base / "jpg" / f"image_{i:05d}.jpg", (i * 30, 0, 0))
+    savemat(base / "imagelabels.mat", {"labels": np.array([[1, 102, 3, 1, 2, 3]])})
+    savemat(base / "setid.mat", {"trnid": np.array([[1, 2]]), "valid": np.array([[3, 4]]), "tstid": np.array([[5, 6]])})
+    train = data.build_dataset("flowers102", "train", root=tmp_path)
+    assert train.targets.tolist() == [0, 101] and train.num_classes == 102 and train.classes[0] == "pink primrose"
+    assert data.build_dataset("flowers102", "val", root=tmp_path).targets.tolist() == [2, 0]
+    assert data.build_dataset("flowers102", "test", root=tmp_path)[1][0].shape == (3, 32, 32)
+
+
+def test_pets_aircraft_dtd_list_files(tmp_path):
+    pets = tmp_path / "oxford-iiit-pet"
+    (pets / "annotations").mkdir(parents=True)
+    (pets / "annotations" / "trainval.txt").write_text("Abyssinian_1 1 1 1\namerican_bulldog_2 2 2 1\n")
+    (pets / "annotations" / "test.txt").write_text("Abyssinian_3 1 1 1\namerican_bulldog_4 2 2 1\n")
+    for name in ("Abyssinian_1", "american_bulldog_2", "Abyssinian_3", "american_bulldog_4"):
+        write_image(pets / "images" / f"{name}.jpg", (5, 5, 5))
+    train = data.build_dataset("pets", "train", root=tmp_path)
+    assert train.classes == ["Abyssinian", "American Bulldog"] and train.targets.tolist() == [0, 1]
+    assert train[1][0].shape == (3, 32, 32)
+
+    air = tmp_path / "fgvc-aircraft-2013b" / "data"
+    air.mkdir(parents=True)
+    (air / "variants.txt").write_text("707-320\nA300B4\nF/A-18\n")
+    (air / "images_variant_trainval.txt").write_text("0001 F/A-18\n0002 707-320\n")
+    (air / "images_variant_test.txt").write_text("0003 A300B4\n")
+    for name in ("0001", "0002", "0003"):
+        write_image(air / "images" / f"{name}.jpg", (1, 2, 3))
+    aircraft = data.build_dataset("aircraft", "train", root=tmp_path)
+    assert aircraft.classes == ["707-320", "A300B4", "F/A-18"] and aircraft.targets.tolist() == [2, 0]
+    assert data.build_dataset("aircraft", "test", root=tmp_path).targets.tolist() == [1]
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("aircraft", "val", root=tmp_path)
+    assert_one_line_naming(error, air, "images_variant_val.txt")
+
+    dtd = tmp_path / "dtd" / "dtd"  # torchvision's layout
+    (dtd / "labels").mkdir(parents=True)
+    (dtd / "labels" / "test2.txt").write_text("zigzagged/z_1.jpg\nbanded/b_1.jpg\n")
+    write_image(dtd / "images" / "zigzagged" / "z_1.jpg", (9, 9, 9))
+    write_image(dtd / "images" / "banded" / "b_1.jpg", (9, 9, 9))
+    textures = data.build_dataset("dtd", "test", root=tmp_path, partition=2)
+    assert textures.classes == ["banded", "zigzagged"] and textures.targets.tolist() == [1, 0]
+    with pytest.raises(data.DatasetError) as error:
+        data.build_dataset("dtd", "test", root=tmp_path)
+    assert_one_line_naming(error, "labels/test1.txt")
