@@ -1,0 +1,436 @@
+"""Layer-wise feature extraction (one forward pass per image) and its on-disk cache.
+
+:func:`extract` hooks the requested layers of ``model.named_layers()`` and pools each output
+to one vector per image:
+
+- a conv map ``B x C x H x W`` -> global average pool, ``f_c = 1/(HW) sum_{h,w} x_{c,h,w}``;
+- a token map ``B x N x D`` -> mean over the tokens after dropping the model's
+  ``num_prefix_tokens`` leading ones (class/register tokens);
+- a ``B x D`` output (encoder embedding, L2-normalized projection, logits) as it is.
+
+Batches stream to a sink, so a dataset's features never need to sit in memory at once.
+
+:class:`FeatureCache` keeps one directory per (checkpoint content, dataset, transform, storage
+dtype) holding ``meta.json``, ``labels.npy`` and one ``<layer>.npy`` per layer (N x D). New
+layers are extracted into a temporary directory and moved in only when complete, so an
+interrupted extraction never leaves a layer that looks valid; a later request for the same key
+extracts only the layers the entry lacks.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import inspect
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from engine import checkpoint as ckpt_io
+from engine.distributed import pick_device
+from engine.errors import UserError
+from engine.io import atomic_write_text
+
+CACHE_FORMAT = 1          # bump when pooling or the file layout changes: every key changes with it
+STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
+_SAFE_LAYER = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+# --------------------------------------------------------------------------- extraction
+
+def _as_layer_list(layers: str | Sequence[str]) -> list[str]:
+    names = [layers] if isinstance(layers, str) else list(layers)
+    if not names:
+        raise ValueError("no layers requested; pass at least one name from model.named_layers()")
+    return list(OrderedDict.fromkeys(names))
+
+
+def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> OrderedDict[str, nn.Module]:
+    """The modules of ``model.named_layers()`` named in ``layers`` (in the requested order);
+    an unknown name is a UserError listing the valid ones."""
+    available = model.named_layers()
+    names = _as_layer_list(layers)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise UserError(f"unknown layer(s) {', '.join(unknown)}; this model has: {', '.join(available)}")
+    return OrderedDict((n, available[n]) for n in names)
+
+
+def num_prefix_tokens(model: nn.Module) -> int:
+    """Leading non-patch tokens of a token model: ``model.num_prefix_tokens`` if set, else that of
+    the first submodule defining it (a timm VisionTransformer), else 0."""
+    value = getattr(model, "num_prefix_tokens", None)
+    if value is None:
+        value = next((m.num_prefix_tokens for m in model.modules()
+                      if isinstance(getattr(m, "num_prefix_tokens", None), int)), 0)
+    return int(value)
+
+
+def pool_output(output: torch.Tensor, prefix_tokens: int = 0) -> torch.Tensor:
+    """One float32 vector per sample: GAP of a 4-D map, token mean (after ``prefix_tokens``) of a
+    3-D map, a 2-D output unchanged."""
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"a hooked layer returned {type(output).__name__}; feature layers must return a tensor")
+    out = output.float()
+    if out.dim() == 4:
+        return out.mean(dim=(2, 3))
+    if out.dim() == 3:
+        return out[:, prefix_tokens:].mean(dim=1)
+    if out.dim() == 2:
+        return out
+    raise ValueError(f"cannot pool a layer output of shape {tuple(output.shape)}; expected 2-, 3- or 4-D")
+
+
+class MemorySink:
+    """Collects the batches in memory; after :meth:`close`, ``features[layer]`` is an N x D tensor
+    and ``labels`` an N LongTensor. For small datasets and tests."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[torch.Tensor]] = {}
+        self._labels: list[torch.Tensor] = []
+        self.features: dict[str, torch.Tensor] = {}
+        self.labels = torch.empty(0, dtype=torch.long)
+
+    def write(self, start: int, features: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        for name, value in features.items():
+            self._parts.setdefault(name, []).append(value)
+        self._labels.append(labels)
+
+    def close(self, num_samples: int) -> None:
+        self.features = {name: torch.cat(parts) for name, parts in self._parts.items()}
+        self.labels = torch.cat(self._labels) if self._labels else torch.empty(0, dtype=torch.long)
+
+
+class MemmapSink:
+    """Writes each layer into ``directory/<layer>.npy`` and the labels into ``labels.npy``
+    (``np.lib.format.open_memmap``, shape fixed to ``num_samples`` rows, opened on the first batch
+    once the width is known). ``dims`` maps each layer to its width after :meth:`close`."""
+
+    def __init__(self, directory: str | Path, num_samples: int, dtype: str = "float32") -> None:
+        if dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+        self.directory = Path(directory)
+        self.num_samples = int(num_samples)
+        self.dtype = dtype
+        self.dims: dict[str, int] = {}
+        self._maps: dict[str, np.memmap] = {}
+        self._labels = np.lib.format.open_memmap(self.directory / "labels.npy", mode="w+", dtype=np.int64,
+                                                 shape=(self.num_samples,))
+
+    def write(self, start: int, features: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        stop = start + len(labels)
+        if stop > self.num_samples:
+            raise RuntimeError(f"the loader yielded more than the {self.num_samples} samples the dataset announced")
+        for name, value in features.items():
+            if name not in self._maps:
+                self._maps[name] = np.lib.format.open_memmap(
+                    self.directory / layer_file(name), mode="w+", dtype=STORAGE_DTYPES[self.dtype],
+                    shape=(self.num_samples, value.shape[1]))
+                self.dims[name] = int(value.shape[1])
+            self._maps[name][start:stop] = value.numpy()
+        self._labels[start:stop] = labels.numpy()
+
+    def close(self, num_samples: int) -> None:
+        if num_samples != self.num_samples:
+            raise RuntimeError(f"the loader yielded {num_samples} samples but the dataset announced {self.num_samples}")
+        for array in [*self._maps.values(), self._labels]:
+            array.flush()
+        self._maps.clear()
+        del self._labels
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``'auto'``: CUDA when present, else CPU; anything else as ``torch.device`` reads it."""
+    return pick_device(device) if isinstance(device, str) else torch.device(device)
+
+
+def _batches(loader_or_dataset: DataLoader | Dataset, batch_size: int, num_workers: int,
+             device: torch.device) -> DataLoader:
+    if isinstance(loader_or_dataset, DataLoader):
+        return loader_or_dataset
+    return DataLoader(loader_or_dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device.type == "cuda")
+
+
+def extract(model: nn.Module, loader_or_dataset: DataLoader | Dataset, layers: str | Sequence[str], *,
+            device: str | torch.device = "auto", batch_size: int = 256, num_workers: int = 0,
+            show_progress: bool = True, sink=None, float16: bool = False):
+    """Run ``model`` once over every image and hand each batch's pooled features of ``layers`` to
+    ``sink`` (default: a :class:`MemorySink`), which is returned.
+
+    A sink has ``write(start, features: dict[layer -> B x D CPU tensor], labels: B LongTensor)``,
+    called in sample order, and ``close(num_samples)``. The model runs in eval mode under
+    ``torch.inference_mode`` (bf16 autocast on CUDA only) and is moved to ``device``; features are
+    pooled in float32 and handed over as float32 (float16 when ``float16``). A dataset is read in
+    order with ``batch_size``/``num_workers``; a DataLoader is used as given. The hooks are removed
+    and the model's train/eval mode restored even when the loop fails.
+    """
+    device = resolve_device(device)
+    modules = resolve_layers(model, layers)
+    prefix = num_prefix_tokens(model)
+    out_dtype = torch.float16 if float16 else torch.float32
+    sink = MemorySink() if sink is None else sink
+    loader = _batches(loader_or_dataset, batch_size, num_workers, device)
+
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str):
+        def hook(_module, _inputs, output):
+            captured[name] = pool_output(output, prefix).to(out_dtype)
+        return hook
+
+    was_training = model.training
+    model.to(device).eval()
+    handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
+    seen = 0
+    try:
+        bar = tqdm(total=len(loader.dataset), unit="img", desc="features", disable=not show_progress, leave=False)
+        with bar, torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                         enabled=device.type == "cuda"):
+            for images, targets in loader:
+                images = images.to(device, non_blocking=True)
+                if device.type == "cuda" and images.dim() == 4:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                captured.clear()
+                model(images)
+                missing = [n for n in modules if n not in captured]
+                if missing:
+                    raise RuntimeError(f"layer(s) {', '.join(missing)} did not run in the model's forward pass")
+                labels = torch.as_tensor(targets).long().reshape(-1).cpu()
+                sink.write(seen, {n: captured[n].cpu() for n in modules}, labels)
+                seen += len(labels)
+                bar.update(len(labels))
+        sink.close(seen)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return sink
+
+
+# --------------------------------------------------------------------------- cached feature sets
+
+def layer_file(layer: str) -> str:
+    """File name of a layer's features inside a cache entry."""
+    if not _SAFE_LAYER.match(layer):
+        raise ValueError(f"layer name {layer!r} cannot be a file name; use letters, digits, '_', '.', '-'")
+    return f"{layer}.npy"
+
+
+class FeatureSet:
+    """The cached features of one (checkpoint, dataset, transform, dtype) entry.
+
+    ``labels`` (N LongTensor), ``layers`` (the requested layer names), ``num_classes``, ``meta``
+    (the entry's meta.json), ``path`` (its directory); ``fs[layer]`` is the N x D float32 tensor
+    (memory-mapped when stored as float32) and ``iter_batches(layer, batch_size)`` streams
+    ``(features, labels)`` chunks without loading the layer at once.
+    """
+
+    def __init__(self, path: str | Path, layers: Sequence[str] | None = None) -> None:
+        self.path = Path(path)
+        self.meta = _read_meta(self.path)
+        self.layers = list(layers) if layers is not None else list(self.meta["layers"])
+        for layer in self.layers:
+            if layer not in self.meta["layers"]:
+                raise UserError(f"layer {layer!r} is not in the feature cache entry {self.path} "
+                                f"(stored: {', '.join(self.meta['layers'])})")
+        self.labels = torch.from_numpy(np.load(self.path / "labels.npy").astype(np.int64))
+        self.num_classes = int(self.meta["num_classes"])
+
+    def __len__(self) -> int:
+        return int(self.meta["num_samples"])
+
+    def dim(self, layer: str) -> int:
+        return int(self.meta["layers"][layer]["dim"])
+
+    def _array(self, layer: str) -> np.ndarray:
+        if layer not in self.meta["layers"]:
+            raise UserError(f"layer {layer!r} is not in the feature cache entry {self.path} "
+                            f"(stored: {', '.join(self.meta['layers'])})")
+        array = np.load(self.path / layer_file(layer), mmap_mode="c")
+        expected = (len(self), self.dim(layer))
+        if array.shape != expected or array.dtype != STORAGE_DTYPES[self.meta["dtype"]]:
+            raise UserError(f"feature cache file {self.path / layer_file(layer)} holds {array.shape} "
+                            f"{array.dtype}, expected {expected} {self.meta['dtype']}; delete {self.path}")
+        return array
+
+    def __getitem__(self, layer: str) -> torch.Tensor:
+        array = self._array(layer)
+        if array.dtype != np.float32:
+            return torch.from_numpy(array.astype(np.float32))
+        return torch.from_numpy(np.asarray(array))
+
+    def iter_batches(self, layer: str, batch_size: int = 65536) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(features B x D float32, labels B)`` chunks in sample order."""
+        array = self._array(layer)
+        for start in range(0, len(self), batch_size):
+            chunk = np.array(array[start:start + batch_size], dtype=np.float32)
+            yield torch.from_numpy(chunk), self.labels[start:start + batch_size]
+
+    def __repr__(self) -> str:
+        return f"FeatureSet({self.path.name}, samples={len(self)}, layers={self.layers})"
+
+
+def _read_meta(entry: Path) -> dict:
+    try:
+        with open(entry / "meta.json", encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"feature cache entry {entry} is damaged ({type(exc).__name__}); delete it") from None
+
+
+def normalize_spec(dataset_spec: dict) -> dict:
+    """``dataset_spec`` with ``build_dataset``'s defaults filled in, ``root`` made absolute and
+    ``augment`` removed (features always use the evaluation transform), so equal datasets give
+    equal keys."""
+    from data import build_dataset
+
+    spec = dict(dataset_spec)
+    if spec.pop("augment", False):
+        raise ValueError("dataset_spec has augment=True; features use the deterministic evaluation transform, "
+                         "drop 'augment'")
+    missing = [k for k in ("name", "split") if k not in spec]
+    if missing:
+        raise ValueError(f"dataset_spec needs {' and '.join(missing)} (the arguments of data.build_dataset)")
+    defaults = {name: p.default for name, p in inspect.signature(build_dataset).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "augment"}
+    spec = {**defaults, **spec}
+    if spec.get("root") is not None:
+        spec["root"] = str(Path(spec["root"]).expanduser().resolve())
+    if spec.get("classes") is not None:
+        spec["classes"] = [int(c) for c in spec["classes"]]
+    return spec
+
+
+def describe_transform(dataset, image_size) -> dict:
+    """The dataset's transform as text (object addresses stripped, so the text is stable across runs)."""
+    transform = getattr(dataset, "transform", None)
+    text = None if transform is None else re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
+    return {"transform": text, "image_size": image_size}
+
+
+def cache_key(checkpoint_sha256: str, spec: dict, transform: dict, dtype: str) -> str:
+    """sha256 of the canonical JSON of what determines the features."""
+    payload = {"format": CACHE_FORMAT, "checkpoint": checkpoint_sha256, "dataset": spec,
+               "transform": transform, "dtype": dtype}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class FeatureCache:
+    """Feature cache under ``cache_dir``: one ``<key>/`` directory per entry, see the module doc."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.cache_dir = Path(cache_dir).expanduser()
+
+    def entry_path(self, key: str) -> Path:
+        return self.cache_dir / key
+
+    def stored_layers(self, key: str) -> list[str]:
+        """Layers a complete entry holds (empty when the entry does not exist)."""
+        entry = self.entry_path(key)
+        return list(_read_meta(entry)["layers"]) if entry.is_dir() else []
+
+    def get(self, checkpoint_path: str | Path, dataset_spec: dict, layers: str | Sequence[str], *,
+            device: str | torch.device = "auto", batch_size: int = 256, num_workers: int = 0,
+            float16: bool = False, show_progress: bool = True) -> FeatureSet:
+        """Features of ``layers`` for the dataset ``data.build_dataset(**dataset_spec)`` under the
+        model in ``checkpoint_path``; extracts (one forward pass) only the layers not cached yet.
+        The model is rebuilt from the checkpoint only when something must be extracted."""
+        import data
+
+        names = _as_layer_list(layers)
+        for name in names:
+            layer_file(name)
+        checkpoint_path = Path(checkpoint_path)
+        if not checkpoint_path.is_file():
+            raise UserError(f"checkpoint {checkpoint_path} does not exist; pass the .pth file written by pretrain.py")
+        checkpoint_sha = ckpt_io.file_hash(checkpoint_path)
+        spec = normalize_spec(dataset_spec)
+        dataset = data.build_dataset(**spec, augment=False)
+        if len(dataset) == 0:
+            raise UserError(f"dataset {spec['name']} ({spec['split']}) is empty; check its root/classes")
+        dtype = "float16" if float16 else "float32"
+        transform = describe_transform(dataset, spec.get("image_size"))
+        key = cache_key(checkpoint_sha, spec, transform, dtype)
+
+        stored = self.stored_layers(key)
+        if stored and hasattr(dataset, "targets"):
+            self._check_labels(self.entry_path(key), np.asarray(dataset.targets, dtype=np.int64))
+        missing = [n for n in names if n not in stored]
+        if missing:
+            meta = {"format": CACHE_FORMAT,
+                    "checkpoint": {"path": str(checkpoint_path.resolve()), "sha256": checkpoint_sha},
+                    "dataset": spec, "transform": transform, "dtype": dtype, "num_samples": len(dataset),
+                    "num_classes": int(dataset.num_classes), "classes": list(getattr(dataset, "classes", [])),
+                    "layers": {}}
+            self._extract_into(key, meta, dataset, missing, checkpoint_path, resolve_device(device), batch_size,
+                               num_workers, show_progress)
+        return FeatureSet(self.entry_path(key), names)
+
+    def _extract_into(self, key: str, meta: dict, dataset, layers: list[str], checkpoint_path: Path,
+                      device: torch.device, batch_size: int, num_workers: int, show_progress: bool) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=self.cache_dir))
+        try:
+            model = ckpt_io.model_from_checkpoint(checkpoint_path, device=device)
+            sink = MemmapSink(tmp, len(dataset), meta["dtype"])
+            extract(model, dataset, layers, device=device, batch_size=batch_size, num_workers=num_workers,
+                    show_progress=show_progress, sink=sink, float16=meta["dtype"] == "float16")
+            meta["layers"] = {name: {"dim": sink.dims[name]} for name in layers}
+            self._publish(tmp, self.entry_path(key), meta)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def _check_labels(entry: Path, labels: np.ndarray) -> None:
+        """The dataset must still have the labels the entry was made from (its files may change on disk)."""
+        if not np.array_equal(np.load(entry / "labels.npy"), labels):
+            raise UserError(f"the dataset's labels differ from those in feature cache entry {entry} "
+                            f"(its files changed on disk); delete that directory and run again")
+
+    @staticmethod
+    def _publish(tmp: Path, entry: Path, meta: dict) -> None:
+        """Make the layers extracted into ``tmp`` part of ``entry``: a new entry is the renamed
+        ``tmp`` (meta.json included); an existing one receives the layer files first and its
+        meta.json last, so a layer counts only once its file is complete."""
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        if not entry.exists():
+            meta = {**meta, "created": now, "updated": now}
+            atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
+            try:
+                os.rename(tmp, entry)
+                return
+            except OSError:  # another process published this key meanwhile: merge into it
+                if not entry.is_dir():
+                    raise
+        stored = _read_meta(entry)
+        FeatureCache._check_labels(entry, np.load(tmp / "labels.npy"))
+        for name in meta["layers"]:
+            os.replace(tmp / layer_file(name), entry / layer_file(name))
+        stored["layers"] = {**stored["layers"], **meta["layers"]}
+        stored["updated"] = now
+        atomic_write_text(entry / "meta.json", json.dumps(stored, indent=2) + "\n")
+
+
+def get_features(checkpoint_path: str | Path, dataset_spec: dict, layers: str | Sequence[str], *,
+                 cache_dir: str | Path, device: str | torch.device = "auto", batch_size: int = 256,
+                 num_workers: int = 0, float16: bool = False, show_progress: bool = True) -> FeatureSet:
+    """:meth:`FeatureCache.get` on ``FeatureCache(cache_dir)``."""
+    return FeatureCache(cache_dir).get(checkpoint_path, dataset_spec, layers, device=device, batch_size=batch_size,
+                                       num_workers=num_workers, float16=float16, show_progress=show_progress)
+
+
+__all__ = ["CACHE_FORMAT", "FeatureCache", "FeatureSet", "MemmapSink", "MemorySink", "cache_key",
+           "describe_transform", "extract", "get_features", "layer_file", "normalize_spec", "num_prefix_tokens",
+           "pool_output", "resolve_device", "resolve_layers"]

@@ -1,0 +1,119 @@
+"""Linear probes: the AdamW recipe and the L-BFGS logistic regression on synthetic features."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+
+from engine.probe import L2_GRID, ProbeResult, probe_logits, train_probe
+
+
+def gaussian_clusters(n_per_class: int, seed: int, classes: int = 5, dim: int = 32, spread: float = 0.5):
+    """Class c ~ N(4 * u_c, spread^2 I) with fixed unit directions u_c: separated by a wide margin."""
+    centers = torch.randn(classes, dim, generator=torch.Generator().manual_seed(1234))
+    centers = 4.0 * centers / centers.norm(dim=1, keepdim=True)
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    x = centers[y] + spread * torch.randn(len(y), dim, generator=gen)
+    return x, y
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids thread hand-off costs on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def separable():
+    train_x, train_y = gaussian_clusters(60, seed=0)
+    test_x, test_y = gaussian_clusters(40, seed=1)
+    return train_x, train_y, test_x, test_y
+
+
+def test_adamw_probe_separates_clusters_and_is_seeded(separable):
+    train_x, train_y, test_x, test_y = separable
+    kwargs = dict(test_x=test_x, test_y=test_y, epochs=8, batch_size=64, seed=3, device="cpu")
+    res = train_probe(train_x, train_y, 5, **kwargs)
+    assert isinstance(res, ProbeResult) and res.solver == "adamw" and res.l2 is None
+    assert res.weight.shape == (5, 32) and res.bias.shape == (5,)
+    assert res.best_acc >= 0.95 and res.best_acc >= res.final_acc
+    assert len(res.history) == 8 and [r["epoch"] for r in res.history] == list(range(1, 9))
+    assert res.best_acc == max(r["test_acc"] for r in res.history)
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    # the stored probe reproduces the reported accuracy
+    acc = (probe_logits(res, test_x).argmax(dim=1) == test_y).float().mean().item()
+    assert acc == pytest.approx(res.final_acc)
+
+    again = train_probe(train_x, train_y, 5, **kwargs)
+    assert torch.equal(again.weight, res.weight) and torch.equal(again.bias, res.bias)
+    assert again.history == res.history
+    other = train_probe(train_x, train_y, 5, **{**kwargs, "seed": 4, "epochs": 1})
+    assert not torch.equal(other.weight, train_probe(train_x, train_y, 5, **{**kwargs, "epochs": 1}).weight)
+
+
+def test_adamw_probe_starts_from_the_official_initialization():
+    x, y = gaussian_clusters(400, seed=0, classes=4, dim=64)
+    res = train_probe(x, y, 4, lr=0.0, epochs=1, device="cpu")  # lr 0: the probe keeps its initial values
+    assert torch.count_nonzero(res.bias) == 0
+    assert res.weight.std().item() == pytest.approx(0.01, rel=0.1)
+    assert abs(res.weight.mean().item()) < 0.002
+    assert res.final_acc is None and res.best_acc is None and "test_acc" not in res.history[0]
+
+
+def test_lbfgs_probe_separates_clusters_and_is_seeded(separable):
+    train_x, train_y, test_x, test_y = separable
+    grid = (1e-4, 1e-2, 1.0)
+    res = train_probe(train_x, train_y, 5, test_x=test_x, test_y=test_y, solver="lbfgs", l2_grid=grid,
+                      max_iter=200, device="cpu")
+    assert res.solver == "lbfgs" and res.l2 in grid
+    assert res.best_acc >= 0.95 and res.best_acc >= res.final_acc
+    assert [r["l2"] for r in res.history] == sorted(grid, reverse=True)
+    assert all(0.0 <= r["val_acc"] <= 1.0 for r in res.history)
+    assert max(r["val_acc"] for r in res.history) == next(r["val_acc"] for r in res.history if r["l2"] == res.l2)
+    again = train_probe(train_x, train_y, 5, test_x=test_x, test_y=test_y, solver="lbfgs", l2_grid=grid,
+                        max_iter=200, device="cpu")
+    assert torch.equal(again.weight, res.weight) and again.l2 == res.l2 and again.history == res.history
+    assert len(L2_GRID) == 15 and L2_GRID[0] == pytest.approx(1e-6) and L2_GRID[-1] == pytest.approx(10.0)
+
+
+def test_lbfgs_minimizes_mean_ce_plus_half_l2_like_sklearn():
+    """One penalty in the grid: the refit on all features solves mean CE + l2/2 ||W||^2, which is
+    sklearn's C * sum CE + 1/2 ||W||^2 with C = 1 / (l2 N) (intercept unpenalized)."""
+    x, y = gaussian_clusters(50, seed=5, classes=3, dim=8, spread=3.0)  # overlapping classes
+    l2 = 0.05
+    res = train_probe(x, y, 3, solver="lbfgs", l2_grid=[l2], max_iter=500, tol=1e-9, device="cpu")
+    assert res.l2 == l2
+    ref = LogisticRegression(C=1.0 / (l2 * len(y)), tol=1e-10, max_iter=5000).fit(x.double().numpy(), y.numpy())
+    # multinomial logits are defined up to a per-sample constant: compare centred weights and biases
+    w = res.weight.double().numpy()
+    b = res.bias.double().numpy()
+    np.testing.assert_allclose(w - w.mean(0), ref.coef_ - ref.coef_.mean(0), atol=2e-3)
+    np.testing.assert_allclose(b - b.mean(), ref.intercept_ - ref.intercept_.mean(), atol=2e-3)
+    # and it is a stationary point of the stated objective
+    weight = res.weight.clone().requires_grad_()
+    bias = res.bias.clone().requires_grad_()
+    loss = F.cross_entropy(F.linear(x, weight, bias), y) + 0.5 * l2 * weight.square().sum()
+    loss.backward()
+    assert weight.grad.abs().max() < 1e-3 and bias.grad.abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    ((torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 3), {}, "non-empty"),
+    ((torch.zeros(5, 4), torch.tensor([0, 1, 2, 3, 0]), 3), {}, r"\[0, 2\]"),
+    ((torch.zeros(5, 4), torch.tensor([0, 1, -1, 1, 0]), 3), {}, r"\[0, 2\]"),
+    ((torch.zeros(5, 4), torch.zeros(4, dtype=torch.long), 3), {}, "5 feature rows"),
+    ((torch.zeros(5, 4), torch.zeros(5), 3), {}, "integer class ids"),
+    ((torch.zeros(5, 4), torch.zeros(5, dtype=torch.long), 3), {"test_x": torch.zeros(2, 4)}, "both test_x"),
+    ((torch.zeros(5, 4), torch.zeros(5, dtype=torch.long), 3),
+     {"test_x": torch.zeros(2, 3), "test_y": torch.zeros(2, dtype=torch.long)}, "same layer"),
+    ((torch.full((5, 4), float("nan")), torch.zeros(5, dtype=torch.long), 3), {}, "NaN"),
+    ((torch.zeros(5, 4), torch.zeros(5, dtype=torch.long), 3), {"solver": "sgd"}, "unknown probe solver"),
+])
+def test_probe_rejects_bad_inputs_with_one_line(args, kwargs, message):
+    with pytest.raises(ValueError, match=message) as info:
+        train_probe(*args, device="cpu", **kwargs)
+    assert "\n" not in str(info.value)
