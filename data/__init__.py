@@ -17,3 +17,6 @@ __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "ImageDataset", "TensorImageDataset", "build_dataset", "build_transform",
     "class_split", "list_datasets", "register", "stratified_split",
 ]
+from data.specs import DatasetSpec, parse_classes, parse_spec  # noqa: E402
+
+__all__ += ["DatasetSpec", "parse_classes", "parse_spec"]

@@ -50,10 +50,10 @@ def build_dataset(name: str, split: str, *, root: str | Path | None = None, imag
     ``imagefolder``, ``partition`` for ``dtd``).
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
+        raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
     builder = DATASETS[name]
     if split not in builder.splits:
-        raise ValueError(f"{name}: unknown split {split!r}; use one of {', '.join(builder.splits)}")
+        raise DatasetError(f"{name}: unknown split {split!r}; use one of {', '.join(builder.splits)}")
     dataset = builder(split, root=None if root is None else Path(root).expanduser(), seed=seed, **options)
     if len(dataset) == 0:
         raise DatasetError(f"{name}: the {split} split at {root} holds no images; check the path")

@@ -1,0 +1,68 @@
+"""Dataset specs on the command line and in YAML: ``[label=]name[:key=value,key=value...]``.
+
+    fashion_mnist:classes=0-5                 the embedded ID classes
+    near=fashion_mnist:classes=6-9            held-out classes, labelled 'near'
+    ninco=imagefolder:root=/data/NINCO,holdout=0.2
+    cifar100:root=/data/cifar100
+
+Keys: ``root``, ``classes`` (``6-9``, ``0+2+5`` or ``0-2+7``), ``max_per_class``, ``holdout``,
+``partition``, ``image_size``. Everything else in :func:`data.build_dataset` comes from the
+entry point's flags (``--image_size``, ``--max_per_class``, ``--seed``) unless the spec sets it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from data.dataset import DatasetError
+from data.registry import DATASETS, list_datasets
+
+_INT_KEYS = {"max_per_class", "partition", "image_size"}
+_KEYS = {"root", "classes", "holdout"} | _INT_KEYS
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed spec: a display ``label`` and the ``build_dataset`` keyword arguments."""
+    label: str
+    name: str
+    options: dict = field(default_factory=dict)
+
+    def kwargs(self, **defaults) -> dict:
+        """``build_dataset`` keyword arguments (without ``split``): defaults, then the spec's own."""
+        return {"name": self.name, **defaults, **self.options}
+
+
+def parse_classes(text: str) -> list[int]:
+    """``6-9`` -> [6, 7, 8, 9]; ``0+2+5`` -> [0, 2, 5]; ``0-2+7`` -> [0, 1, 2, 7]."""
+    out: list[int] = []
+    for part in text.split("+"):
+        lo, sep, hi = part.partition("-")
+        if not lo.strip().isdigit() or (sep and not hi.strip().isdigit()):
+            raise DatasetError(f"bad class list {text!r}; write e.g. 6-9, 0+2+5 or 0-2+7")
+        out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    return out
+
+
+def parse_spec(text: str) -> DatasetSpec:
+    """Parse ``[label=]name[:key=value,...]`` (see the module docstring)."""
+    label, sep, rest = text.partition("=")
+    if not sep or ":" in label:
+        label, rest = "", text
+    name, _, opts = rest.partition(":")
+    name = name.strip()
+    if name not in DATASETS:
+        raise DatasetError(f"dataset spec {text!r}: unknown dataset {name!r}; available: {', '.join(list_datasets())}")
+    options: dict = {}
+    for item in filter(None, (s.strip() for s in opts.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in _KEYS:
+            raise DatasetError(f"dataset spec {text!r}: bad option {item!r}; use key=value with keys {', '.join(sorted(_KEYS))}")
+        if key == "classes":
+            options[key] = parse_classes(value)
+        elif key in _INT_KEYS:
+            options[key] = int(value)
+        elif key == "holdout":
+            options[key] = float(value)
+        else:
+            options[key] = value
+    return DatasetSpec(label.strip() or name, name, options)
