@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 
@@ -10,7 +11,8 @@ class UserError(Exception):
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [UserError]
+    # ValueError: the metrics/ and ood/ packages report bad inputs (an empty class, NaN features) with it.
+    types: list[type[BaseException]] = [UserError, ValueError]
     try:  # the data registry's own error for missing or malformed dataset files
         from data import DatasetError
         types.append(DatasetError)
@@ -20,12 +22,15 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def cli_main(fn):
-    """Run an entry point; a user error ends with one line on stderr and exit code 2."""
+    """Run an entry point; a user error ends with one line on stderr and exit code 2
+    (set NCOOD_DEBUG=1 to see the traceback instead)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except _user_error_types() as exc:
+            if os.environ.get("NCOOD_DEBUG"):
+                raise
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:

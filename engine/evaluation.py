@@ -1,0 +1,129 @@
+"""What every evaluator shares: checkpoints in, cached layer features out, the model's own head,
+and the official linear probe.
+
+``eval_nc.py``, ``eval_ood.py`` and ``train_lp.py`` all start from ``EVAL_DEFAULTS`` (plus their
+own keys), open their checkpoints with :func:`open_runs`, read features through
+:func:`features` (so a checkpoint's features are extracted once per dataset and split and then
+reused by every evaluator), and train probes with :func:`probe`.
+"""
+from __future__ import annotations
+
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from data import DatasetSpec, build_dataset, parse_spec
+from engine.checkpoint import load_checkpoint
+from engine.errors import UserError
+from engine.features import FeatureSet, get_features
+from engine.probe import ProbeResult, train_probe
+
+EVAL_DEFAULTS: dict = dict(
+    ckpt=[], names=[], dataset="fashion_mnist:classes=0-5", data=None, image_size=32, max_per_class=None,
+    layers=[], cache_dir="cache/features", batch_size=256, workers=0, device="auto", out_dir="results/eval",
+    seed=0, float16=False, probe_epochs=30, probe_lr=1e-3, probe_batch_size=256, probe_solver="adamw",
+)
+EVAL_TYPES = {"ckpt": list[str], "names": list[str], "layers": list[str], "data": str, "max_per_class": int}
+EVAL_HELP = {
+    "ckpt": "checkpoint file(s) written by pretrain.py (e.g. a baseline and an NC-controlled one)",
+    "names": "display names for the checkpoints (default: their file names)",
+    "dataset": "the in-distribution dataset spec, [label=]name[:key=value,...], e.g. fashion_mnist:classes=0-5",
+    "data": "root folder of the in-distribution dataset (when its spec has no root=)",
+    "layers": "named layers to evaluate (default: each stage output, the encoder and the projector)",
+    "cache_dir": "where extracted features are cached (reused by every evaluator)",
+    "out_dir": "where tables and figures are written",
+    "float16": "store cached features as float16 (half the disk; metrics still run in float64)",
+    "probe_solver": "adamw (the official probe recipe) or lbfgs (logistic regression, penalty chosen on a validation split)",
+}
+
+
+@dataclass
+class Run:
+    """One checkpoint under evaluation."""
+    name: str
+    path: Path
+    model_kwargs: dict
+    state_dict: dict
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model_kwargs["num_classes"])
+
+    @property
+    def has_projector(self) -> bool:
+        nc = self.model_kwargs.get("nc_control") or {}
+        return bool(nc.get("output_dim")) and bool(nc.get("hidden_mlp"))
+
+    @property
+    def head_layer(self) -> str | None:
+        """The layer whose features the model's own classifier reads (None with ``l2_features``:
+        the classifier then reads the normalized encoder embedding, which is no hooked layer)."""
+        if self.has_projector:
+            return "projector"
+        return None if (self.model_kwargs.get("nc_control") or {}).get("l2_features") else "encoder"
+
+    def head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's own classifier (W: C x D, b: C)."""
+        return self.state_dict["classifier.weight"].float(), self.state_dict["classifier.bias"].float()
+
+    def layer_names(self) -> list[str]:
+        """Every hookable layer, in depth order, without the classifier's logits."""
+        from models import build_model
+        with torch.device("meta"):
+            model = build_model(**self.model_kwargs)
+        return [name for name in model.named_layers() if name != "classifier"]
+
+
+def open_runs(cfg: Namespace) -> list[Run]:
+    if not cfg.ckpt:
+        raise UserError("no checkpoint given; pass --ckpt PATH [PATH ...] (files written by pretrain.py)")
+    if cfg.names and len(cfg.names) != len(cfg.ckpt):
+        raise UserError(f"--names has {len(cfg.names)} entries for {len(cfg.ckpt)} checkpoints; give one name each")
+    runs = []
+    for i, path in enumerate(cfg.ckpt):
+        ckpt = load_checkpoint(path)
+        name = cfg.names[i] if cfg.names else Path(path).stem
+        runs.append(Run(name, Path(path), dict(ckpt["model_kwargs"]), ckpt["state_dict"]))
+    return runs
+
+
+def id_spec(cfg: Namespace) -> DatasetSpec:
+    spec = parse_spec(cfg.dataset)
+    if cfg.data and "root" not in spec.options:
+        spec = DatasetSpec(spec.label, spec.name, {**spec.options, "root": cfg.data})
+    return spec
+
+
+def features(cfg: Namespace, run: Run, spec: DatasetSpec, split: str, layers: list[str],
+             check_classes: bool = False) -> FeatureSet:
+    """The features of ``layers`` for ``spec``/``split`` under ``run``'s checkpoint, from the cache."""
+    kwargs = spec.kwargs(image_size=cfg.image_size, max_per_class=cfg.max_per_class, seed=cfg.seed)
+    kwargs.update(split=split)
+    if check_classes:  # before any extraction: building the dataset only lists its files
+        num_classes = build_dataset(**kwargs).num_classes
+        if num_classes != run.num_classes:
+            raise UserError(f"class-count mismatch: {run.path} was trained on {run.num_classes} classes but "
+                            f"'{spec.label}' ({split}) has {num_classes}; evaluate on the dataset/classes it was trained on")
+    return get_features(run.path, kwargs, layers, cache_dir=cfg.cache_dir, device=cfg.device,
+                        batch_size=cfg.batch_size, num_workers=cfg.workers, float16=cfg.float16)
+
+
+def resolve_layers(cfg: Namespace, run: Run, default: list[str] | None = None) -> list[str]:
+    available = run.layer_names()
+    wanted = list(cfg.layers) or (default if default is not None else available)
+    wanted = [layer for layer in wanted if layer != "projector" or run.has_projector]  # baselines have none
+    unknown = [layer for layer in wanted if layer not in available]
+    if unknown:
+        raise UserError(f"{run.name} has no layer(s) {', '.join(unknown)}; its layers are: {', '.join(available)}")
+    return wanted
+
+
+def probe(cfg: Namespace, train: FeatureSet, layer: str, test: FeatureSet | None = None,
+          num_classes: int | None = None) -> ProbeResult:
+    """The official linear probe on ``layer`` of ``train`` (tested on ``test`` when given)."""
+    return train_probe(train[layer], train.labels, num_classes or train.num_classes,
+                       test_x=None if test is None else test[layer], test_y=None if test is None else test.labels,
+                       solver=cfg.probe_solver, epochs=cfg.probe_epochs, lr=cfg.probe_lr,
+                       batch_size=cfg.probe_batch_size, seed=cfg.seed)

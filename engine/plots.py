@@ -1,0 +1,101 @@
+"""Figures: metrics against layer depth, ID-vs-OOD score histograms, and scatter plots with a
+Pearson R. Every function writes one PNG atomically and returns its path."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from engine.io import atomic_savefig  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    out = atomic_savefig(fig, path, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def metrics_vs_depth(series: Mapping[str, Sequence[dict]], metrics: Sequence[str], path: str | Path,
+                     title: str = "", log_metrics: Sequence[str] = ()) -> Path:
+    """One panel per metric; one line per model, x = layer depth (a row's ``depth``, else its
+    position). ``series[model]`` is a list of rows with a ``layer`` key and the metric keys; all
+    panels share the x axis, labelled with the layer names."""
+    metrics = [m for m in metrics if any(m in r and r[m] is not None for rows in series.values() for r in rows)]
+    ncols = min(3, len(metrics)) or 1
+    nrows = -(-len(metrics) // ncols) or 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    ticks: dict[int, str] = {}
+    for rows in series.values():
+        for i, r in enumerate(rows):
+            ticks.setdefault(r.get("depth", i), r["layer"])
+    for ax, metric in zip(axes.flat, metrics):
+        for model, rows in series.items():
+            pts = [(r.get("depth", i), r[metric]) for i, r in enumerate(rows) if r.get(metric) is not None]
+            if pts:
+                ax.plot([x for x, _ in pts], [v for _, v in pts], marker="o", label=model)
+        ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)], rotation=45, ha="right", fontsize=8)
+        ax.set_xlim(min(ticks) - 0.5, max(ticks) + 0.5)
+        if metric in log_metrics:
+            ax.set_yscale("log")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def score_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]], path: str | Path,
+                     xlabel: str = "score (higher = more in-distribution)") -> Path:
+    """One panel per key: ``(id_scores, {ood_name: ood_scores})`` as overlaid density histograms."""
+    n = len(panels)
+    ncols = min(2, n) or 1
+    nrows = -(-n // ncols) or 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, (title, (id_scores, ood)) in zip(axes.flat, panels.items()):
+        everything = np.concatenate([np.asarray(id_scores)] + [np.asarray(v) for v in ood.values()])
+        lo, hi = np.nanpercentile(everything, [0.5, 99.5])
+        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 50)
+        ax.hist(np.clip(id_scores, lo, hi), bins=bins, density=True, alpha=0.55, label="ID", color="black")
+        for name, scores in ood.items():
+            ax.hist(np.clip(scores, lo, hi), bins=bins, density=True, alpha=0.45, histtype="stepfilled", label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def scatter_with_pearson(points: Mapping[str, Sequence[tuple[float, float, str]]], path: str | Path,
+                         xlabel: str, ylabel: str, title: str = "", log_x: bool = False) -> tuple[Path, float, float]:
+    """Scatter ``(x, y, label)`` points grouped by series; the title carries Pearson's R (and its
+    p-value) over all points, computed on log10(x) when ``log_x``. Returns (path, r, p)."""
+    xs = np.array([p[0] for pts in points.values() for p in pts], dtype=float)
+    ys = np.array([p[1] for pts in points.values() for p in pts], dtype=float)
+    fx = np.log10(xs) if log_x else xs
+    ok = np.isfinite(fx) & np.isfinite(ys)
+    r, p = (stats.pearsonr(fx[ok], ys[ok]) if ok.sum() >= 3 and np.ptp(fx[ok]) > 0 and np.ptp(ys[ok]) > 0
+            else (float("nan"), float("nan")))
+    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    for name, pts in points.items():
+        ax.scatter([q[0] for q in pts], [q[1] for q in pts], label=name, s=30)
+        for x, y, label in pts:
+            ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title + ': ' if title else ''}Pearson R = {r:.2f} (p = {p:.2g})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path), float(r), float(p)

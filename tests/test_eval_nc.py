@@ -1,0 +1,70 @@
+"""eval_nc.py end to end on tiny checkpoints and embedded data."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import eval_nc
+from engine.checkpoint import save_checkpoint
+from engine.features import get_features
+from metrics.nc import nc_metrics
+from models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ["--max_per_class", "12", "--image_size", "16", "--probe_epochs", "3", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("ckpts")
+    out = {}
+    for name, nc in (("base", None), ("ours", {"output_dim": 64, "hidden_mlp": 256})):
+        model = build_model("resnet18", 6, nc_control=nc, stem="cifar", width=0.125, img_size=16)
+        out[name] = save_checkpoint(d / f"{name}.pth", model=model, epoch=1, config={})
+    return out
+
+
+def test_two_checkpoints_every_layer_tables_and_figure(tmp_path, ckpts):
+    args = ["--ckpt", str(ckpts["base"]), str(ckpts["ours"]), "--names", "base", "ours",
+            "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path / "out"), *COMMON]
+    rows = eval_nc.main(args)
+    layers = {m: [r["layer"] for r in rows if r["model"] == m] for m in ("base", "ours")}
+    assert layers["base"] == ["layer1", "layer2", "layer3", "layer4", "encoder"]
+    assert layers["ours"] == layers["base"] + ["projector"]
+    head_rows = [r for r in rows if r["classifier"] == "model"]
+    assert [(r["model"], r["layer"]) for r in head_rows] == [("base", "encoder"), ("ours", "projector")]
+    assert all("nc4" in r and 0 <= r["nc4"] <= 1 for r in head_rows)
+    assert all("nc4" not in r for r in rows if r["classifier"] is None)
+    for name in ("nc.json", "nc.csv", "nc.md", "nc.png", "nc.config.yaml"):
+        assert (tmp_path / "out" / name).is_file(), name
+    assert json.loads((tmp_path / "out" / "nc.json").read_text())["rows"] == json.loads(json.dumps(rows))
+
+    # the streamed metrics equal nc_metrics on the same cached features with the model's own head
+    spec = {"name": "fashion_mnist", "split": "train", "classes": [0, 1, 2, 3, 4, 5], "max_per_class": 12,
+            "image_size": 16}
+    fs = get_features(ckpts["ours"], spec, ["projector"], cache_dir=tmp_path / "cache", show_progress=False)
+    sd = torch.load(ckpts["ours"], weights_only=True)["state_dict"]
+    ref = nc_metrics(fs["projector"], fs.labels, 6, sd["classifier.weight"], sd["classifier.bias"])
+    row = next(r for r in rows if r["model"] == "ours" and r["layer"] == "projector")
+    for key, value in ref.items():
+        assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+def test_probe_gives_classifier_metrics_at_every_layer(tmp_path, ckpts):
+    rows = eval_nc.main(["--ckpt", str(ckpts["base"]), "--probe", "--layers", "layer2", "encoder",
+                         "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path), *COMMON])
+    assert [r["layer"] for r in rows] == ["layer2", "encoder"]
+    assert all(r["classifier"] == "probe" and "nc3" in r and "bias_collapse" in r for r in rows)
+
+
+def test_wrong_class_count_is_one_clear_line(tmp_path, ckpts):
+    result = subprocess.run([sys.executable, str(ROOT / "eval_nc.py"), "--ckpt", str(ckpts["base"]),
+                             "--dataset", "fashion_mnist:classes=0-3", "--cache_dir", str(tmp_path),
+                             "--out_dir", str(tmp_path), *COMMON],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: class-count mismatch") and len(result.stderr.strip().splitlines()) == 1
