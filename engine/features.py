@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from engine import checkpoint as ckpt_io
 from engine.distributed import pick_device
 from engine.errors import UserError
 from engine.io import atomic_write_text
+from engine.progress import progress
 
 CACHE_FORMAT = 1          # bump when pooling or the file layout changes: every key changes with it
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -194,7 +194,7 @@ def extract(model: nn.Module, loader_or_dataset: DataLoader | Dataset, layers: s
     handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
     seen = 0
     try:
-        bar = tqdm(total=len(loader.dataset), unit="img", desc="features", disable=not show_progress, leave=False)
+        bar = progress(total=len(loader.dataset), show=show_progress, unit="img", desc="features", leave=False)
         with bar, torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                          enabled=device.type == "cuda"):
             for images, targets in loader:

@@ -107,14 +107,12 @@ def _numeric(text: str) -> bool:
 
 def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, name: str,
                   columns: Sequence[str] | None = None, extra: dict | None = None,
-                  digits: int = 4) -> dict[str, Path]:
-    """Write ``rows`` as ``<name>.json`` (``{"rows": [...], **extra}``), ``<name>.csv`` and
-    ``<name>.md`` under ``out_dir``; returns the three paths."""
+                  digits: int = 4, bare_json: bool = False) -> dict[str, Path]:
+    """Write ``rows`` as ``<name>.json`` (``{"rows": [...], **extra}``, or the bare list of rows
+    with ``bare_json``), ``<name>.csv`` and ``<name>.md`` under ``out_dir``; returns the paths."""
     out_dir = Path(out_dir)
     cols = _columns(rows, columns)
-    payload = {"rows": [dict(r) for r in rows]}
-    if extra:
-        payload.update(extra)
+    payload = [dict(r) for r in rows] if bare_json else {"rows": [dict(r) for r in rows], **(extra or {})}
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from argparse import Namespace
 
-from tqdm.auto import tqdm
+from engine.progress import progress
 
 from engine.config import save_config
 from engine.evaluation import EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, features, id_spec, open_runs, probe, resolve_layers
@@ -50,11 +50,11 @@ def evaluate_nc(cfg: Namespace) -> list[dict]:
         probes = {}
         if cfg.probe:
             train = features(cfg, run, spec, "train", layers, check_classes=True)
-            for layer in tqdm(layers, desc=f"{run.name}: probes", leave=False):
+            for layer in progress(layers, desc=f"{run.name}: probes", leave=False):
                 probes[layer] = probe(cfg, train, layer)
         for split in cfg.splits:
             fs = features(cfg, run, spec, split, layers, check_classes=True)
-            for depth, layer in enumerate(tqdm(layers, desc=f"{run.name}: NC ({split})", leave=False)):
+            for depth, layer in enumerate(progress(layers, desc=f"{run.name}: NC ({split})", leave=False)):
                 if cfg.probe:
                     weight, bias, source = probes[layer].weight, probes[layer].bias, "probe"
                 elif layer == run.head_layer:

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from metrics.accuracy import topk_correct
+from engine.progress import progress
 
 L2_GRID = tuple(float(v) for v in np.logspace(-6, 1, 15))
 SOLVERS = ("adamw", "lbfgs")
@@ -88,7 +88,7 @@ def _train_adamw(x, y, num_classes, test, *, epochs, lr, weight_decay, batch_siz
     bias = torch.zeros(num_classes, device=x.device, requires_grad=True)
     optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
     history: list[dict] = []
-    for epoch in tqdm(range(epochs), desc="probe", unit="epoch", disable=not show_progress, leave=False):
+    for epoch in progress(range(epochs), show=show_progress, desc="probe", unit="epoch", leave=False):
         order = torch.randperm(len(y), generator=gen).to(x.device)
         loss_sum = torch.zeros((), device=x.device)
         correct = torch.zeros((), device=x.device, dtype=torch.long)
@@ -147,7 +147,7 @@ def _train_lbfgs(x, y, num_classes, test, *, l2_grid, val_fraction, seed, max_it
     bias = torch.zeros(num_classes, device=x.device)
     history: list[dict] = []
     best = None
-    for l2 in tqdm(sorted(l2_grid, reverse=True), desc="l2 grid", disable=not show_progress, leave=False):
+    for l2 in progress(sorted(l2_grid, reverse=True), show=show_progress, desc="l2 grid", leave=False):
         weight, bias, objective = _fit_lbfgs(xt, yt, l2, weight, bias, max_iter, tol)
         record = {"l2": l2, "train_objective": objective, "val_acc": _accuracy(weight, bias, xv, yv)}
         history.append(record)

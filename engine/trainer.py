@@ -22,13 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
-from tqdm import tqdm
 
 from engine import distributed as D
 from engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
 from engine.config import save_config
 from engine.errors import UserError
 from engine.io import append_jsonl, atomic_write_text
+from engine.progress import progress
 
 # The official ImageNet-100 ResNet recipe; configs/*.yaml and flags override any key.
 PRETRAIN_DEFAULTS: dict = dict(
@@ -94,7 +94,7 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable, optimizer: torch.o
     use_amp = device.type == "cuda"
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, ce, ent, correct (sample-weighted)
     n, t0 = 0, time.perf_counter()
-    bar = tqdm(loader, desc=desc, leave=False, disable=not show_progress, dynamic_ncols=True, mininterval=1.0)
+    bar = progress(loader, show=show_progress, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
     for step, (images, targets) in enumerate(bar, 1):
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)

@@ -8,28 +8,15 @@ import pytest
 import torch
 
 import eval_nc
-from engine.checkpoint import save_checkpoint
 from engine.features import get_features
 from metrics.nc import nc_metrics
-from models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--max_per_class", "12", "--image_size", "16", "--probe_epochs", "3", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("ckpts")
-    out = {}
-    for name, nc in (("base", None), ("ours", {"output_dim": 64, "hidden_mlp": 256})):
-        model = build_model("resnet18", 6, nc_control=nc, stem="cifar", width=0.125, img_size=16)
-        out[name] = save_checkpoint(d / f"{name}.pth", model=model, epoch=1, config={})
-    return out
-
-
-def test_two_checkpoints_every_layer_tables_and_figure(tmp_path, ckpts):
-    args = ["--ckpt", str(ckpts["base"]), str(ckpts["ours"]), "--names", "base", "ours",
+def test_two_checkpoints_every_layer_tables_and_figure(tmp_path, tiny_ckpts):
+    args = ["--ckpt", str(tiny_ckpts["base"]), str(tiny_ckpts["ours"]), "--names", "base", "ours",
             "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path / "out"), *COMMON]
     rows = eval_nc.main(args)
     layers = {m: [r["layer"] for r in rows if r["model"] == m] for m in ("base", "ours")}
@@ -46,23 +33,23 @@ def test_two_checkpoints_every_layer_tables_and_figure(tmp_path, ckpts):
     # the streamed metrics equal nc_metrics on the same cached features with the model's own head
     spec = {"name": "fashion_mnist", "split": "train", "classes": [0, 1, 2, 3, 4, 5], "max_per_class": 12,
             "image_size": 16}
-    fs = get_features(ckpts["ours"], spec, ["projector"], cache_dir=tmp_path / "cache", show_progress=False)
-    sd = torch.load(ckpts["ours"], weights_only=True)["state_dict"]
+    fs = get_features(tiny_ckpts["ours"], spec, ["projector"], cache_dir=tmp_path / "cache", show_progress=False)
+    sd = torch.load(tiny_ckpts["ours"], weights_only=True)["state_dict"]
     ref = nc_metrics(fs["projector"], fs.labels, 6, sd["classifier.weight"], sd["classifier.bias"])
     row = next(r for r in rows if r["model"] == "ours" and r["layer"] == "projector")
     for key, value in ref.items():
         assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
-def test_probe_gives_classifier_metrics_at_every_layer(tmp_path, ckpts):
-    rows = eval_nc.main(["--ckpt", str(ckpts["base"]), "--probe", "--layers", "layer2", "encoder",
+def test_probe_gives_classifier_metrics_at_every_layer(tmp_path, tiny_ckpts):
+    rows = eval_nc.main(["--ckpt", str(tiny_ckpts["base"]), "--probe", "--layers", "layer2", "encoder",
                          "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path), *COMMON])
     assert [r["layer"] for r in rows] == ["layer2", "encoder"]
     assert all(r["classifier"] == "probe" and "nc3" in r and "bias_collapse" in r for r in rows)
 
 
-def test_wrong_class_count_is_one_clear_line(tmp_path, ckpts):
-    result = subprocess.run([sys.executable, str(ROOT / "eval_nc.py"), "--ckpt", str(ckpts["base"]),
+def test_wrong_class_count_is_one_clear_line(tmp_path, tiny_ckpts):
+    result = subprocess.run([sys.executable, str(ROOT / "eval_nc.py"), "--ckpt", str(tiny_ckpts["base"]),
                              "--dataset", "fashion_mnist:classes=0-3", "--cache_dir", str(tmp_path),
                              "--out_dir", str(tmp_path), *COMMON],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)

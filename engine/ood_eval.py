@@ -1,0 +1,100 @@
+"""OOD detection layer by layer: scorers fitted on ID training features of a layer, applied to
+ID test and OOD features of the same layer, with the detection metrics of ood.metrics.
+
+The default is the paper's protocol: the energy score (logsumexp of the logits, T = 1) of a
+linear probe trained on ID training features (official probe recipe), at the encoder and at the
+L2-normalized projector output. Any scorer of ``ood.SCORERS`` runs at any layer; ``gmm`` on the
+encoder reproduces DDU. ``--logits model`` uses the model's own classifier instead of a probe
+(only at the layer it reads).
+"""
+from __future__ import annotations
+
+from argparse import Namespace
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from data import parse_spec
+from engine.config import save_config
+from engine.errors import UserError
+from engine.evaluation import EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, features, id_spec, open_runs, probe, resolve_layers
+from engine.io import text_table, write_results
+from engine.plots import score_histograms
+from engine.probe import probe_logits
+from ood import SCORERS, build_scorer, detection_metrics
+
+EMBEDDED_OOD = ["near=fashion_mnist:classes=6-9", "animal_mnist", "digits", "textures"]
+OOD_DEFAULTS = {**EVAL_DEFAULTS, "ood": EMBEDDED_OOD, "scorers": ["energy"], "logits": "probe",
+                "out_name": "ood", "histograms": True}
+OOD_TYPES = {**EVAL_TYPES, "ood": list[str], "scorers": list[str]}
+OOD_HELP = {**EVAL_HELP,
+            "ood": "OOD dataset specs, [label=]name[:key=value,...] (their test split is used)",
+            "layers": "layers to score (default: encoder and projector)",
+            "scorers": f"OOD scorers: {', '.join(SCORERS)} (higher score = more in-distribution)",
+            "logits": "where logit-based scorers get logits: probe (a linear probe per layer, the paper) or model "
+                      "(the model's own classifier, only at the layer it reads)",
+            "out_name": "file name stem of the tables and figures",
+            "histograms": "draw ID-vs-OOD score histograms per scorer"}
+METRIC_KEYS = ["fpr95", "auroc", "aupr_in", "aupr_out", "fpr95_ood_positive"]
+TABLE_COLUMNS = ["model", "layer", "scorer", "ood", *METRIC_KEYS]
+
+
+def evaluate_ood(cfg: Namespace) -> tuple[list[dict], dict]:
+    """Rows (model x layer x scorer x OOD set, plus an 'average' row per model, layer and scorer)
+    and the scores behind them (for the histograms)."""
+    unknown = [s for s in cfg.scorers if s not in SCORERS]
+    if unknown:
+        raise UserError(f"unknown scorer(s) {', '.join(unknown)}; choose from {', '.join(SCORERS)}")
+    if cfg.logits not in ("probe", "model"):
+        raise UserError(f"--logits must be probe or model, got {cfg.logits!r}")
+    runs, spec = open_runs(cfg), id_spec(cfg)
+    ood_specs = [parse_spec(text) for text in cfg.ood]
+    if not ood_specs:
+        raise UserError("no OOD dataset given; pass --ood SPEC [SPEC ...]")
+    rows, scores = [], {}
+    for run in runs:
+        layers = resolve_layers(cfg, run, default=["encoder", "projector"])
+        train = features(cfg, run, spec, "train", layers, check_classes=True)
+        test = features(cfg, run, spec, "test", layers)
+        oods = {s.label: features(cfg, run, s, "test", layers) for s in ood_specs}
+        for layer in tqdm(layers, desc=f"{run.name}: OOD", leave=False):
+            weight = bias = None
+            if cfg.logits == "probe":
+                result = probe(cfg, train, layer, num_classes=run.num_classes)
+                weight, bias = result.weight, result.bias
+            elif layer == run.head_layer:
+                weight, bias = run.head()
+            for name in cfg.scorers:
+                scorer = build_scorer(name)
+                scorer.fit(train[layer], train.labels, weight=weight, bias=bias)
+                id_scores = scorer.score(test[layer]).cpu().numpy()
+                per_set = {}
+                for label, fs in oods.items():
+                    ood_scores = scorer.score(fs[layer]).cpu().numpy()
+                    per_set[label] = ood_scores
+                    rows.append({"model": run.name, "layer": layer, "scorer": name, "ood": label,
+                                 **detection_metrics(id_scores, ood_scores)})
+                group = rows[-len(oods):]
+                rows.append({"model": run.name, "layer": layer, "scorer": name, "ood": "average",
+                             **{k: float(np.mean([r[k] for r in group])) for k in METRIC_KEYS}})
+                scores[(run.name, layer, name)] = (id_scores, per_set)
+    return rows, scores
+
+
+def report_ood(cfg: Namespace, rows: list[dict], scores: dict) -> dict:
+    extra = {"config": {k: v for k, v in vars(cfg).items() if k != "config"},
+             "conventions": {"score": "higher = more in-distribution",
+                             "fpr95": "fraction of OOD accepted at the threshold keeping 95% of ID (the paper's)",
+                             "fpr95_ood_positive": "fraction of ID rejected at the threshold catching 95% of OOD "
+                                                   "(OpenOOD v1.5)"}}
+    paths = write_results(rows, cfg.out_dir, cfg.out_name, columns=TABLE_COLUMNS, extra=extra)
+    save_config(cfg, f"{cfg.out_dir}/{cfg.out_name}.config.yaml")
+    print(text_table(rows, TABLE_COLUMNS))
+    if cfg.histograms:
+        for name in cfg.scorers:
+            panels = {f"{model} / {layer}": scores[(model, layer, s)]
+                      for (model, layer, s) in scores if s == name}
+            paths[f"png_{name}"] = score_histograms(panels, f"{cfg.out_dir}/{cfg.out_name}_{name}_hist.png",
+                                                    xlabel=f"{name} score (higher = more in-distribution)")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return paths

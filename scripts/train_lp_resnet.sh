@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# OOD generalization: a linear probe on every layer of a pretrained ResNet (baseline) for each of the
+# paper's eight downstream datasets at 224 px (official probe: AdamW lr 1e-3, 30 epochs, batch 256;
+# the best test top-1 over the epochs is reported). Features are cached, so a rerun only probes.
+# Edit the variables (or set them in the environment); the _nc, VGG and ViT scripts reuse this script.
+# Compare several checkpoints in one table and figure: append --ckpt A.pth B.pth --names base nc.
+set -euo pipefail
+source "$(dirname "$0")/_launch.sh"
+ARCH=${ARCH:-resnet18}                    # resnet18 | resnet34 | vgg17 | vit_tiny | vit_small
+EXPT_NAME=${EXPT_NAME:-${ARCH}_in100_baseline}
+CKPT=${CKPT:-./checkpoints/${ARCH}/${EXPT_NAME}.pth}   # the last epoch; the official scripts probe best_${EXPT_NAME}.pth
+OUT_DIR=${OUT_DIR:-./results/${EXPT_NAME}}             # linear_probe.json/.csv/.md/.png/.config.yaml
+CACHE_DIR=${CACHE_DIR:-./cache/features}               # shared with eval_nc.py and eval_ood.py
+
+# Downstream datasets (never downloaded; data/natural.py describes each folder's layout).
+NINCO_DIR=${NINCO_DIR:-/data/datasets/NINCO/NINCO_OOD_classes}  # 64 class folders, split 80/20 per class (seed 0)
+IMAGENET_R_DIR=${IMAGENET_R_DIR:-/data/datasets/imagenet-r}      # 200 class folders, split 80/20 per class (seed 0)
+CIFAR100_DIR=${CIFAR100_DIR:-/data/datasets/cifar100}            # holds cifar-100-python/
+FLOWERS_DIR=${FLOWERS_DIR:-/data/datasets/flowers102}            # jpg/, imagelabels.mat, setid.mat
+CUB_DIR=${CUB_DIR:-/data/datasets/cub200}                        # train/ and test/ (or val/) class folders
+AIRCRAFT_DIR=${AIRCRAFT_DIR:-/data/datasets/fgvc-aircraft-2013b}
+PETS_DIR=${PETS_DIR:-/data/datasets/oxford-iiit-pet}             # images/ and annotations/
+STL10_DIR=${STL10_DIR:-/data/datasets/stl10}                     # holds stl10_binary/
+
+INPUT_SIZE=${INPUT_SIZE:-224}
+PROBE_EPOCHS=${PROBE_EPOCHS:-30}; PROBE_LR=${PROBE_LR:-0.001}; PROBE_BS=${PROBE_BS:-256}
+SOLVER=${SOLVER:-adamw}                   # adamw (the official probe) | lbfgs (Kornblith et al. 2019)
+BS=${BS:-256}; WORKERS=${WORKERS:-8}      # feature extraction
+NPROC=1                                   # one process: extraction and probes do not use torchrun
+
+# Splits: train -> probe, test -> accuracy; Aircraft and Pets train on trainval. Flowers-102 probes
+# train on its train split and are tested on its val split, as the official code does.
+launch train_lp.py --ckpt "$CKPT" --names "$EXPT_NAME" --image_size "$INPUT_SIZE" \
+    --transfer "ninco=imagefolder:root=$NINCO_DIR,holdout=0.2" \
+               "imagenet_r=imagefolder:root=$IMAGENET_R_DIR,holdout=0.2" \
+               "cifar100=cifar100:root=$CIFAR100_DIR" \
+               "flowers102=flowers102:root=$FLOWERS_DIR" \
+               "cub200=imagefolder:root=$CUB_DIR" \
+               "aircraft=aircraft:root=$AIRCRAFT_DIR" \
+               "pets=pets:root=$PETS_DIR" \
+               "stl10=stl10:root=$STL10_DIR" \
+    --test_splits flowers102=val \
+    --probe_solver "$SOLVER" --probe_epochs "$PROBE_EPOCHS" --probe_lr "$PROBE_LR" --probe_batch_size "$PROBE_BS" \
+    --batch_size "$BS" --workers "$WORKERS" --cache_dir "$CACHE_DIR" --out_dir "$OUT_DIR" "$@"

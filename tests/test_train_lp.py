@@ -1,0 +1,172 @@
+"""train_lp.py end to end on the embedded downstream sets with two tiny untrained checkpoints
+(a baseline and an NC-controlled one): rows, averages, files, the feature cache, user errors;
+and the pure table logic of engine.transfer."""
+import json
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import engine.checkpoint
+import engine.evaluation
+import train_lp
+from engine.probe import ProbeResult
+from engine.transfer import AVERAGE, average_rows, depth_series, parse_test_splits
+
+BASE_LAYERS = ["layer1", "layer2", "layer3", "layer4", "encoder"]
+NC_LAYERS = BASE_LAYERS + ["projector"]
+DIMS = {"layer1": 8, "layer2": 16, "layer3": 32, "layer4": 64, "encoder": 64, "projector": 64}
+SETS = {"heldout": 4, "animal_mnist": 10, "digits": 10}  # label -> classes (10 images each per split)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, tiny_ckpts):
+    """A folder for the cache and results, holding the shared tiny checkpoints (tests/conftest.py)."""
+    root = tmp_path_factory.mktemp("lp")
+    for name, path in tiny_ckpts.items():
+        (root / f"{name}.pth").symlink_to(path)
+    return root
+
+
+def lp_args(work, *extra):
+    return ["--ckpt", str(work / "base.pth"), str(work / "ours.pth"), "--names", "baseline", "ours",
+            "--max_per_class", "10", "--image_size", "16", "--probe_epochs", "3", "--device", "cpu",
+            "--cache_dir", str(work / "cache"), "--out_dir", str(work / "out"), *extra]
+
+
+@pytest.fixture(scope="module")
+def first_run(work):
+    return train_lp.main(lp_args(work))
+
+
+def test_rows_cover_every_model_dataset_and_layer(first_run):
+    per_set = [r for r in first_run if r["dataset"] != AVERAGE]
+    got = {(r["model"], r["dataset"], r["layer"]) for r in per_set}
+    want = {("baseline", d, layer) for d in SETS for layer in BASE_LAYERS}
+    want |= {("ours", d, layer) for d in SETS for layer in NC_LAYERS}
+    assert got == want and len(per_set) == len(want)
+    for row in per_set:
+        assert 0.0 <= row["final_acc"] <= row["best_acc"] <= 1.0
+        assert row["n_train"] == row["n_test"] == 10 * SETS[row["dataset"]]
+        assert row["dim"] == DIMS[row["layer"]]
+        assert row["depth"] == NC_LAYERS.index(row["layer"])
+    assert not any(r["layer"] == "projector" for r in first_run if r["model"] == "baseline")
+
+
+def test_average_rows_are_the_mean_over_the_datasets(first_run):
+    averages = [r for r in first_run if r["dataset"] == AVERAGE]
+    assert {(r["model"], r["layer"]) for r in averages} == \
+        {("baseline", layer) for layer in BASE_LAYERS} | {("ours", layer) for layer in NC_LAYERS}
+    for avg in averages:
+        group = [r for r in first_run
+                 if r["dataset"] != AVERAGE and (r["model"], r["layer"]) == (avg["model"], avg["layer"])]
+        assert len(group) == len(SETS)
+        for key in ("best_acc", "final_acc"):
+            assert avg[key] == pytest.approx(sum(r[key] for r in group) / len(group), abs=1e-12)
+
+
+def test_results_config_and_figure_are_written(work, first_run):
+    out = work / "out"
+    payload = json.loads((out / "linear_probe.json").read_text())
+    assert payload["rows"] == first_run
+    assert payload["config"]["out_name"] == "linear_probe" and payload["config"]["probe_epochs"] == 3
+    csv_lines = (out / "linear_probe.csv").read_text().splitlines()
+    assert csv_lines[0] == "model,dataset,layer,depth,dim,best_acc,final_acc,n_train,n_test"
+    assert len(csv_lines) == 1 + len(first_run)
+    assert (out / "linear_probe.md").read_text().startswith("| model | dataset | layer |")
+    config = yaml.safe_load((out / "linear_probe.config.yaml").read_text())
+    assert config["transfer"] == ["heldout=fashion_mnist:classes=6-9", "animal_mnist", "digits"]
+    assert config["names"] == ["baseline", "ours"]
+    png = (out / "linear_probe.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_second_run_reads_the_cache_and_gives_the_same_rows(work, first_run, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was rebuilt: the features were not read from the cache")
+
+    monkeypatch.setattr(engine.checkpoint, "model_from_checkpoint", no_model)
+    again = train_lp.main(lp_args(work, "--out_name", "again"))
+    assert again == first_run
+    assert (work / "out" / "again.json").is_file()
+
+
+def test_rows_take_best_and_final_accuracy_from_the_probe(work, first_run, monkeypatch):
+    calls = []
+
+    def fake_probe(train_x, train_y, num_classes, **kwargs):
+        calls.append((train_x.shape, num_classes, kwargs))
+        return ProbeResult(torch.zeros(num_classes, train_x.shape[1]), torch.zeros(num_classes), 0.25, 0.75)
+
+    monkeypatch.setattr(engine.checkpoint, "model_from_checkpoint", None)  # cached: the model is not needed
+    monkeypatch.setattr(engine.evaluation, "train_probe", fake_probe)
+    rows = train_lp.main(lp_args(work, "--transfer", "digits", "--layers", "layer2", "--probe_solver", "lbfgs",
+                                 "--out_name", "fake"))
+    assert [(r["model"], r["dataset"], r["best_acc"], r["final_acc"]) for r in rows] == [
+        ("baseline", "digits", 0.75, 0.25), ("baseline", AVERAGE, 0.75, 0.25),
+        ("ours", "digits", 0.75, 0.25), ("ours", AVERAGE, 0.75, 0.25)]
+    assert [(shape, n) for shape, n, _ in calls] == [((100, 16), 10)] * 2
+    assert all(kw["solver"] == "lbfgs" and kw["test_x"].shape == (100, 16) and kw["epochs"] == 3 for *_, kw in calls)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--layers", "encoder", "nope"], "has no layer(s) nope"),
+    (["--ckpt", "/nonexistent/model.pth", "--names", "x"], "does not exist"),
+    (["--names", "a", "a"], "several checkpoints are named a"),
+    (["--transfer", "digits", "digits"], "more than once"),
+    (["--test_splits", "digits=val"], "digits: unknown split 'val'"),
+    (["--test_splits", "cifar=val"], "no --transfer label"),
+])
+def test_user_errors_exit_2_with_one_line(work, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train_lp.main(lp_args(work, "--out_name", "error", *extra))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err
+    assert not (work / "out" / "error.json").exists()
+
+
+def test_splits_with_different_classes_fail_before_any_extraction(work, tmp_path, capsys, monkeypatch):
+    for split, classes in [("train", ["cat", "dog"]), ("test", ["cat", "owl"])]:
+        for name in classes:
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (40, 80, 120)).save(tmp_path / split / name / "a.png")
+    monkeypatch.setattr(engine.checkpoint, "model_from_checkpoint", None)  # nothing may be extracted
+    with pytest.raises(SystemExit) as exit_info:
+        train_lp.main(lp_args(work, "--transfer", f"pics=imagefolder:root={tmp_path}", "--out_name", "error"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: 'pics': its train and test splits have different classes (only in train: dog; "
+                   "only in test: owl); give both splits the same class folders")
+
+
+def _row(model, dataset, layer, depth, best, final):
+    return {"model": model, "dataset": dataset, "layer": layer, "depth": depth, "dim": 4,
+            "best_acc": best, "final_acc": final, "n_train": 8, "n_test": 8}
+
+
+def test_average_rows_group_by_model_and_layer():
+    rows = [_row("a", "x", "l1", 0, 0.5, 0.25), _row("a", "y", "l1", 0, 1.0, 0.75), _row("a", "x", "l2", 1, 0.2, 0.2),
+            _row("b", "x", "l1", 0, 0.1, 0.1)]
+    averages = average_rows(rows + [_row("a", AVERAGE, "l1", 0, 9.0, 9.0)])  # existing averages are ignored
+    assert [(r["model"], r["layer"]) for r in averages] == [("a", "l1"), ("a", "l2"), ("b", "l1")]
+    assert averages[0]["best_acc"] == pytest.approx(0.75) and averages[0]["final_acc"] == pytest.approx(0.5)
+    assert averages[1]["best_acc"] == pytest.approx(0.2) and averages[2]["best_acc"] == pytest.approx(0.1)
+    assert all(r["dataset"] == AVERAGE and r["n_train"] is None for r in averages)
+
+
+def test_depth_series_pivots_datasets_into_panels():
+    rows = [_row("a", "x", "l2", 1, 0.4, 0.4), _row("a", "x", "l1", 0, 0.3, 0.3), _row("a", AVERAGE, "l1", 0, 0.3, 0.3),
+            _row("a", "y", "l1", 0, 0.6, 0.5), _row("b", "y", "l1", 0, 0.9, 0.8)]
+    series, panels = depth_series(rows, "final_acc")
+    assert panels == ["x", "y", AVERAGE]
+    assert series["a"] == [{"layer": "l1", "x": 0.3, AVERAGE: 0.3, "y": 0.5}, {"layer": "l2", "x": 0.4}]
+    assert series["b"] == [{"layer": "l1", "y": 0.8}]
+
+
+def test_parse_test_splits():
+    assert parse_test_splits(["flowers = val"], ["flowers", "pets"]) == {"flowers": "val"}
+    for bad in (["flowers"], ["flowers=train"], ["=val"]):
+        with pytest.raises(Exception, match="test_splits"):
+            parse_test_splits(bad, ["flowers"])
