@@ -86,6 +86,11 @@ def open_runs(cfg: Namespace) -> list[Run]:
         ckpt = load_checkpoint(path)
         name = cfg.names[i] if cfg.names else Path(path).stem
         runs.append(Run(name, Path(path), dict(ckpt["model_kwargs"]), ckpt["state_dict"]))
+    names = [run.name for run in runs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # rows are keyed by model name
+        raise UserError(f"several checkpoints are named {', '.join(repeated)}; pass --names with one distinct "
+                        f"name per checkpoint (the default names are the file names)")
     return runs
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from argparse import Namespace
 
 import numpy as np
-from tqdm.auto import tqdm
+from engine.progress import progress
 
 from data import parse_spec
 from engine.config import save_config
@@ -36,7 +36,7 @@ OOD_HELP = {**EVAL_HELP,
             "out_name": "file name stem of the tables and figures",
             "histograms": "draw ID-vs-OOD score histograms per scorer"}
 METRIC_KEYS = ["fpr95", "auroc", "aupr_in", "aupr_out", "fpr95_ood_positive"]
-TABLE_COLUMNS = ["model", "layer", "scorer", "ood", *METRIC_KEYS]
+TABLE_COLUMNS = ["model", "layer", "scorer", "ood", *METRIC_KEYS, "id_acc"]
 
 
 def evaluate_ood(cfg: Namespace) -> tuple[list[dict], dict]:
@@ -57,13 +57,17 @@ def evaluate_ood(cfg: Namespace) -> tuple[list[dict], dict]:
         train = features(cfg, run, spec, "train", layers, check_classes=True)
         test = features(cfg, run, spec, "test", layers)
         oods = {s.label: features(cfg, run, s, "test", layers) for s in ood_specs}
-        for layer in tqdm(layers, desc=f"{run.name}: OOD", leave=False):
+        for layer in progress(layers, desc=f"{run.name}: OOD", leave=False):
             weight = bias = None
             if cfg.logits == "probe":
                 result = probe(cfg, train, layer, num_classes=run.num_classes)
                 weight, bias = result.weight, result.bias
             elif layer == run.head_layer:
                 weight, bias = run.head()
+            id_acc = None
+            if weight is not None:  # top-1 on the ID test set of the classifier the logit scorers use
+                logits = test[layer] @ weight.T.to(test[layer].dtype) + bias.to(test[layer].dtype)
+                id_acc = float((logits.argmax(1) == test.labels).double().mean())
             for name in cfg.scorers:
                 scorer = build_scorer(name)
                 scorer.fit(train[layer], train.labels, weight=weight, bias=bias)
@@ -73,10 +77,10 @@ def evaluate_ood(cfg: Namespace) -> tuple[list[dict], dict]:
                     ood_scores = scorer.score(fs[layer]).cpu().numpy()
                     per_set[label] = ood_scores
                     rows.append({"model": run.name, "layer": layer, "scorer": name, "ood": label,
-                                 **detection_metrics(id_scores, ood_scores)})
+                                 **detection_metrics(id_scores, ood_scores), "id_acc": id_acc})
                 group = rows[-len(oods):]
                 rows.append({"model": run.name, "layer": layer, "scorer": name, "ood": "average",
-                             **{k: float(np.mean([r[k] for r in group])) for k in METRIC_KEYS}})
+                             **{k: float(np.mean([r[k] for r in group])) for k in METRIC_KEYS}, "id_acc": id_acc})
                 scores[(run.name, layer, name)] = (id_scores, per_set)
     return rows, scores
 

@@ -80,15 +80,6 @@ def parse_test_splits(entries: list[str], labels: list[str]) -> dict[str, str]:
     return splits
 
 
-def check_run_names(runs: list[Run]) -> None:
-    """Rows are keyed by model name, so two checkpoints must not share one."""
-    names = [run.name for run in runs]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise UserError(f"several checkpoints are named {', '.join(repeated)}; pass --names with one distinct "
-                        f"name per checkpoint (the default names are the file names)")
-
-
 def check_datasets(cfg: Namespace, specs: list[DatasetSpec], test_splits: dict[str, str]) -> None:
     """Build both splits of every downstream dataset once (file lists and labels; image files are
     read only later, on access), so a wrong path, a wrong split or splits with different classes
@@ -158,7 +149,6 @@ def evaluate_transfer(cfg: Namespace) -> list[dict]:
     specs = transfer_specs(cfg)
     test_splits = parse_test_splits(cfg.test_splits, [spec.label for spec in specs])
     runs = open_runs(cfg)
-    check_run_names(runs)
     plans = [(run, resolve_layers(cfg, run)) for run in runs]
     check_datasets(cfg, specs, test_splits)  # every user error so far comes before any extraction
     rows: list[dict] = []
@@ -189,5 +179,5 @@ def report_transfer(cfg: Namespace, rows: list[dict]) -> dict[str, Path]:
 
 
 __all__ = ["AVERAGE", "COLUMNS", "EMBEDDED_TRANSFER", "TRANSFER_DEFAULTS", "TRANSFER_HELP", "TRANSFER_TYPES",
-           "average_rows", "check_datasets", "check_run_names", "depth_series", "evaluate_transfer",
+           "average_rows", "check_datasets", "depth_series", "evaluate_transfer",
            "parse_test_splits", "probe_dataset", "report_transfer", "transfer_specs"]

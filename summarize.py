@@ -1,0 +1,28 @@
+"""Summarize one results folder as the paper's Table 1 and Figure 1, or check the paper's four
+claims over several seeds' folders (see engine/summary.py).
+
+    python summarize.py --results results/demo
+    python summarize.py --seeds results/seed0 results/seed1 results/seed2 --out_dir results/claims
+"""
+import argparse
+
+from engine.errors import cli_main
+from engine.summary import summarize, summarize_seeds
+
+
+@cli_main
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--results", help="folder holding nc.json, ood.json and linear_probe.json")
+    what.add_argument("--seeds", nargs="+", help="summarized results folders of several seeds: check the claims")
+    p.add_argument("--out_dir", default=None, help="where to write (default: the results folder)")
+    p.add_argument("--scorer", default="energy", help="the OOD scorer whose FPR95 goes into the table")
+    args = p.parse_args(argv)
+    if args.seeds:
+        return summarize_seeds(args.seeds, args.out_dir or "results/claims")
+    return summarize(args.results, args.out_dir, args.scorer)
+
+
+if __name__ == "__main__":
+    main()
