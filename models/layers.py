@@ -1,4 +1,4 @@
-"""Convolution and normalization layers shared by the CNN backbones.
+"""Convolution, normalization and activation layers shared by the CNN backbones.
 
 ``norm='bn'``: ``nn.Conv2d`` + BatchNorm (the official baselines).
 ``norm='gn_ws'``: weight-standardized convolutions + GroupNorm with 32 groups (the official
@@ -12,6 +12,7 @@ from torch import nn
 NORMS = ("bn", "gn_ws")
 GN_GROUPS = 32
 WS_EPS = 1e-5
+LEAKY_RELU_SLOPE = 0.01
 
 
 class WSConv2d(nn.Conv2d):
@@ -72,6 +73,16 @@ def norm2d(norm: str, channels: int, zero_init: bool = False) -> nn.Module:
     nn.init.constant_(layer.weight, 0.0 if zero_init else 1.0)
     nn.init.zeros_(layer.bias)
     return layer
+
+
+def activation_layer(activation: str) -> nn.Module:
+    """``nn.ReLU`` for ``'relu'``; for ``'leaky_relu'`` ``nn.LeakyReLU`` with slope 0.01, the
+    default of ``F.leaky_relu`` that the DDU ResNets use (their ``mod`` option). In place."""
+    if activation == "relu":
+        return nn.ReLU(inplace=True)
+    if activation == "leaky_relu":
+        return nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True)
+    raise ValueError(f"activation must be 'relu' or 'leaky_relu', got {activation!r}")
 
 
 def scaled(channels: int, width: float) -> int:

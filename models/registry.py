@@ -2,16 +2,23 @@
 
 A backbone builder is registered with ``@register_model`` under its function name and is
 called with the keyword arguments ``norm, stem, width, in_chans, img_size, patch_size,
-drop_path``; it returns an encoder (``embed_dim`` attribute, ``stages()`` method).
+drop_path, spectral_norm, activation, shortcut``; it returns an encoder (``embed_dim``
+attribute, ``stages()`` method). A builder rejects, with a ValueError, every option that
+does not apply to it and is not at its default.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Callable
 
 from nc_control import ControlledNet, NCConfig
 
 MODELS: dict[str, Callable] = {}
 STEMS = ("imagenet", "cifar")
+ACTIVATIONS = ("relu", "leaky_relu")
+SHORTCUTS = ("conv", "avgpool")
+RESNET_OPTION_DEFAULTS = {"spectral_norm": 0.0, "activation": "relu", "shortcut": "conv"}
 
 
 def register_model(fn: Callable) -> Callable:
@@ -27,14 +34,28 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
+def reject_resnet_options(arch: str, *, spectral_norm: float, activation: str, shortcut: str) -> None:
+    """For backbones other than the ResNets: raise if a DDU ResNet option is not at its default."""
+    given = {"spectral_norm": spectral_norm, "activation": activation, "shortcut": shortcut}
+    for name, default in RESNET_OPTION_DEFAULTS.items():
+        if given[name] != default:
+            raise ValueError(f"{arch} does not take {name}={given[name]!r}: spectral_norm, activation and shortcut "
+                             f"apply to resnet18/resnet34 only; leave {name} at its default {default!r}")
+
+
 def build_model(arch: str, num_classes: int, *, nc_control: NCConfig | dict | None = None, norm: str = "bn",
                 stem: str = "imagenet", width: float = 1.0, in_chans: int = 3, img_size: int = 224,
-                patch_size: int = 16, drop_path: float = 0.0) -> ControlledNet:
+                patch_size: int = 16, drop_path: float = 0.0, spectral_norm: float = 0.0,
+                activation: str = "relu", shortcut: str = "conv") -> ControlledNet:
     """Build ``arch`` as encoder -> [projector -> L2 norm] -> classifier.
 
     ``nc_control`` is an :class:`NCConfig`, a dict of its fields, or ``None`` (baseline).
     ``norm`` ('bn' | 'gn_ws'), ``stem`` ('imagenet' | 'cifar') and ``width`` shape the CNNs;
     ``img_size``, ``patch_size`` and ``drop_path`` shape the ViTs (see each builder).
+    The DDU backbone options apply to the ResNets only (see :mod:`models.resnet`):
+    ``spectral_norm`` (coefficient of the soft spectral normalization of every convolution,
+    0 = off, DDU uses 3.0), ``activation`` ('relu' | 'leaky_relu') and ``shortcut``
+    ('conv' | 'avgpool').
     The returned model carries ``build_kwargs``, a JSON-able dict with which
     ``build_model(**model.build_kwargs)`` rebuilds the same architecture.
     """
@@ -50,11 +71,21 @@ def build_model(arch: str, num_classes: int, *, nc_control: NCConfig | dict | No
         raise ValueError(f"in_chans must be >= 1, got {in_chans!r}")
     if not 0.0 <= drop_path < 1.0:
         raise ValueError(f"drop_path must be in [0, 1), got {drop_path!r}")
+    if (isinstance(spectral_norm, bool) or not isinstance(spectral_norm, numbers.Real)
+            or not math.isfinite(spectral_norm) or spectral_norm < 0):
+        raise ValueError(f"spectral_norm is a coefficient: a number >= 0 (0 = off, DDU uses 3.0), "
+                         f"got {spectral_norm!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
     nc = NCConfig.from_any(nc_control)
     encoder = MODELS[arch](norm=norm, stem=stem, width=float(width), in_chans=int(in_chans),
-                           img_size=int(img_size), patch_size=int(patch_size), drop_path=float(drop_path))
+                           img_size=int(img_size), patch_size=int(patch_size), drop_path=float(drop_path),
+                           spectral_norm=float(spectral_norm), activation=activation, shortcut=shortcut)
     model = ControlledNet(encoder, num_classes, nc)
     model.build_kwargs = dict(arch=arch, num_classes=num_classes, nc_control=nc.to_dict(), norm=norm, stem=stem,
                               width=float(width), in_chans=int(in_chans), img_size=int(img_size),
-                              patch_size=int(patch_size), drop_path=float(drop_path))
+                              patch_size=int(patch_size), drop_path=float(drop_path),
+                              spectral_norm=float(spectral_norm), activation=activation, shortcut=shortcut)
     return model

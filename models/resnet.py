@@ -8,63 +8,113 @@ Widths: stage channels ``int(c * width)`` for c = 64, 128, 256, 512, so
 With ``norm='gn_ws'`` the last GroupNorm of every residual branch starts at zero, as in the
 official NC-controlled ResNets; with ``norm='bn'`` all norm weights start at one.
 Hookable stages: ``layer1`` .. ``layer4`` (B x C x H x W).
+
+Options of the DDU ResNets (Mukhoti et al., "Deep Deterministic Uncertainty", CVPR 2023; used
+by Haas, Yolland & Rabus, TMLR, for their L2-normalized-feature ResNets). DDU's ``mod`` flag is
+the pair ``activation='leaky_relu', shortcut='avgpool'``; its ``-sn --coeff 3`` is ``spectral_norm=3.0``.
+
+- ``activation``: ``'relu'`` or ``'leaky_relu'`` (slope 0.01) in the stem and every block.
+  The Kaiming init is unchanged (with slope ~0 its gain is the ReLU gain).
+- ``shortcut`` of a block that changes stride or width: ``'conv'`` = 1x1 strided conv + norm
+  (He et al.'s projection); ``'avgpool'`` = DDU's parameter-free :class:`AvgPoolShortcut`.
+- ``spectral_norm`` > 0: soft spectral normalization (:mod:`models.spectral`) with this
+  coefficient on every convolution, the stem and 1x1 shortcut convs included, one power
+  iteration per training forward. It needs ``norm='bn'`` (DDU's setting): a weight-standardized
+  convolution rescales each filter after any weight parametrization and so would undo it.
+  Every convolution here feeds a norm layer, which cancels a per-layer scale of its input up
+  to the norm's eps; the normalization therefore acts mostly through the gradients, as in DDU's
+  BatchNorm ResNets.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from models.layers import check_cnn_kwargs, conv2d, norm2d, scaled
+from models.layers import activation_layer, check_cnn_kwargs, conv2d, norm2d, scaled
 from models.registry import register_model
+from models.spectral import spectral_normalize_convs
 
 STAGE_CHANNELS = (64, 128, 256, 512)
 
 
-class BasicBlock(nn.Module):
-    """``relu(norm(conv3x3(relu(norm(conv3x3(x))))) + shortcut(x))``."""
+class AvgPoolShortcut(nn.Module):
+    """DDU's parameter-free shortcut: ``cat(pool(x), zeros)`` with ``out_ch - in_ch`` zero
+    channels appended after the ``in_ch`` input channels.
 
-    def __init__(self, norm: str, in_ch: int, out_ch: int, stride: int) -> None:
+    ``pool`` is a ``stride`` x ``stride`` average pool with that stride when height and width
+    are multiples of ``stride``; otherwise a strided subsampling (average pool with kernel 1),
+    so the output has ``ceil(H / stride)`` rows like the strided 3x3 conv branch (DDU checks the
+    height's parity for its stride 2; 28 px inputs reach 7x7 before the last stage).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        if out_ch < in_ch:
+            raise ValueError(f"an average-pool shortcut can only add channels, got {in_ch} -> {out_ch}")
+        self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        kernel = self.stride if height % self.stride == 0 and width % self.stride == 0 else 1
+        x = F.avg_pool2d(x, kernel, self.stride)
+        return F.pad(x, (0, 0, 0, 0, 0, self.out_ch - self.in_ch))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_ch}, {self.out_ch}, stride={self.stride}"
+
+
+class BasicBlock(nn.Module):
+    """``act(norm(conv3x3(act(norm(conv3x3(x))))) + shortcut(x))``."""
+
+    def __init__(self, norm: str, in_ch: int, out_ch: int, stride: int, activation: str = "relu",
+                 shortcut: str = "conv") -> None:
         super().__init__()
         self.conv1 = conv2d(norm, in_ch, out_ch, 3, stride=stride, padding=1)
         self.norm1 = norm2d(norm, out_ch)
         self.conv2 = conv2d(norm, out_ch, out_ch, 3, padding=1)
         self.norm2 = norm2d(norm, out_ch, zero_init=(norm == "gn_ws"))
-        self.relu = nn.ReLU(inplace=True)
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(conv2d(norm, in_ch, out_ch, 1, stride=stride), norm2d(norm, out_ch))
-        else:
+        self.act = activation_layer(activation)
+        if stride == 1 and in_ch == out_ch:
             self.shortcut = nn.Identity()
+        elif shortcut == "avgpool":
+            self.shortcut = AvgPoolShortcut(in_ch, out_ch, stride)
+        else:
+            self.shortcut = nn.Sequential(conv2d(norm, in_ch, out_ch, 1, stride=stride), norm2d(norm, out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.act(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        return self.act(out + self.shortcut(x))
 
 
 class ResNetEncoder(nn.Module):
     """Stem -> layer1..layer4 -> global average pool -> B x embed_dim."""
 
-    def __init__(self, blocks_per_stage: tuple[int, ...], norm: str, stem: str, width: float, in_chans: int) -> None:
+    def __init__(self, blocks_per_stage: tuple[int, ...], norm: str, stem: str, width: float, in_chans: int,
+                 spectral_norm: float = 0.0, activation: str = "relu", shortcut: str = "conv") -> None:
         super().__init__()
         channels = [scaled(c, width) for c in STAGE_CHANNELS]
         if stem == "imagenet":
             self.stem = nn.Sequential(conv2d(norm, in_chans, channels[0], 7, stride=2, padding=3),
-                                      norm2d(norm, channels[0]), nn.ReLU(inplace=True),
+                                      norm2d(norm, channels[0]), activation_layer(activation),
                                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
         else:
             self.stem = nn.Sequential(conv2d(norm, in_chans, channels[0], 3, stride=1, padding=1),
-                                      norm2d(norm, channels[0]), nn.ReLU(inplace=True))
+                                      norm2d(norm, channels[0]), activation_layer(activation))
         in_ch = channels[0]
         for index, (out_ch, n_blocks) in enumerate(zip(channels, blocks_per_stage)):
             stride = 1 if index == 0 else 2
-            blocks = [BasicBlock(norm, in_ch, out_ch, stride)]
-            blocks += [BasicBlock(norm, out_ch, out_ch, 1) for _ in range(n_blocks - 1)]
+            blocks = [BasicBlock(norm, in_ch, out_ch, stride, activation, shortcut)]
+            blocks += [BasicBlock(norm, out_ch, out_ch, 1, activation, shortcut) for _ in range(n_blocks - 1)]
             setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
             in_ch = out_ch
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.embed_dim = channels[-1]
+        if spectral_norm:
+            spectral_normalize_convs(self, spectral_norm)
 
     def stages(self) -> "OrderedDict[str, nn.Module]":
         return OrderedDict((f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, 5))
@@ -75,17 +125,27 @@ class ResNetEncoder(nn.Module):
         return torch.flatten(self.pool(x), 1)
 
 
+def _build_resnet(arch: str, blocks_per_stage: tuple[int, ...], *, norm: str, stem: str, width: float,
+                  in_chans: int, drop_path: float, spectral_norm: float, activation: str,
+                  shortcut: str) -> ResNetEncoder:
+    check_cnn_kwargs(arch, norm, drop_path)
+    if spectral_norm and norm != "bn":
+        raise ValueError(f"{arch}: spectral_norm needs norm='bn' (weight standardization rescales every filter "
+                         f"and would undo it); use norm='bn' or spectral_norm=0")
+    return ResNetEncoder(blocks_per_stage, norm, stem, width, in_chans, spectral_norm, activation, shortcut)
+
+
 @register_model
 def resnet18(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-             drop_path: float) -> ResNetEncoder:
+             drop_path: float, spectral_norm: float, activation: str, shortcut: str) -> ResNetEncoder:
     """ResNet-18: BasicBlocks (2, 2, 2, 2)."""
-    check_cnn_kwargs("resnet18", norm, drop_path)
-    return ResNetEncoder((2, 2, 2, 2), norm, stem, width, in_chans)
+    return _build_resnet("resnet18", (2, 2, 2, 2), norm=norm, stem=stem, width=width, in_chans=in_chans,
+                         drop_path=drop_path, spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
 
 
 @register_model
 def resnet34(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-             drop_path: float) -> ResNetEncoder:
+             drop_path: float, spectral_norm: float, activation: str, shortcut: str) -> ResNetEncoder:
     """ResNet-34: BasicBlocks (3, 4, 6, 3)."""
-    check_cnn_kwargs("resnet34", norm, drop_path)
-    return ResNetEncoder((3, 4, 6, 3), norm, stem, width, in_chans)
+    return _build_resnet("resnet34", (3, 4, 6, 3), norm=norm, stem=stem, width=width, in_chans=in_chans,
+                         drop_path=drop_path, spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)

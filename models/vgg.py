@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from models.layers import check_cnn_kwargs, conv2d, norm2d, scaled
-from models.registry import register_model
+from models.registry import register_model, reject_resnet_options
 
 VGG17_BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 
@@ -53,7 +53,9 @@ class VGGEncoder(nn.Module):
 
 @register_model
 def vgg17(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-          drop_path: float) -> VGGEncoder:
-    """VGG17 (VGG19's conv layers); ``stem`` does not change it (see the module docstring)."""
+          drop_path: float, spectral_norm: float, activation: str, shortcut: str) -> VGGEncoder:
+    """VGG17 (VGG19's conv layers); ``stem`` does not change it (see the module docstring).
+    The DDU ResNet options (``spectral_norm``, ``activation``, ``shortcut``) must stay at their defaults."""
     check_cnn_kwargs("vgg17", norm, drop_path)
+    reject_resnet_options("vgg17", spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
     return VGGEncoder(VGG17_BLOCKS, norm, width, in_chans)

@@ -10,7 +10,8 @@
 ViT-Tiny: 12 blocks, width 192, 3 heads; ViT-Small: 12 blocks, width 384, 6 heads.
 ``img_size`` must be a multiple of ``patch_size`` (e.g. 32 px with patch 8, 28 px with patch 4).
 ViTs always use LayerNorm and a patch embedding: ``norm='gn_ws'``, ``stem='cifar'`` and
-``width != 1`` are rejected. Hookable stages: ``block0`` .. ``block11`` (B x N x D, N patches).
+``width != 1`` are rejected, as are the DDU ResNet options (``spectral_norm``, ``activation``,
+``shortcut``) away from their defaults. Hookable stages: ``block0`` .. ``block11`` (B x N x D, N patches).
 No pretrained weights are used.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import timm
 import torch
 from torch import nn
 
-from models.registry import register_model
+from models.registry import register_model, reject_resnet_options
 
 SINCOS_TEMPERATURE = 10000.0
 
@@ -64,7 +65,9 @@ class ViTEncoder(nn.Module):
 
 
 def _build_vit(arch: str, timm_name: str, *, norm: str, stem: str, width: float, in_chans: int, img_size: int,
-               patch_size: int, drop_path: float) -> ViTEncoder:
+               patch_size: int, drop_path: float, spectral_norm: float, activation: str,
+               shortcut: str) -> ViTEncoder:
+    reject_resnet_options(arch, spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
     if norm == "gn_ws":
         raise ValueError(f"{arch} uses LayerNorm; norm='gn_ws' applies to CNNs only, leave norm at its default")
     if stem != "imagenet":
@@ -79,15 +82,17 @@ def _build_vit(arch: str, timm_name: str, *, norm: str, stem: str, width: float,
 
 @register_model
 def vit_tiny(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-             drop_path: float) -> ViTEncoder:
+             drop_path: float, spectral_norm: float, activation: str, shortcut: str) -> ViTEncoder:
     """ViT-Tiny (embed_dim 192)."""
     return _build_vit("vit_tiny", "vit_tiny_patch16_224", norm=norm, stem=stem, width=width, in_chans=in_chans,
-                      img_size=img_size, patch_size=patch_size, drop_path=drop_path)
+                      img_size=img_size, patch_size=patch_size, drop_path=drop_path,
+                      spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
 
 
 @register_model
 def vit_small(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-              drop_path: float) -> ViTEncoder:
+              drop_path: float, spectral_norm: float, activation: str, shortcut: str) -> ViTEncoder:
     """ViT-Small (embed_dim 384)."""
     return _build_vit("vit_small", "vit_small_patch16_224", norm=norm, stem=stem, width=width, in_chans=in_chans,
-                      img_size=img_size, patch_size=patch_size, drop_path=drop_path)
+                      img_size=img_size, patch_size=patch_size, drop_path=drop_path,
+                      spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
