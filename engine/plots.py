@@ -63,11 +63,11 @@ def score_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndar
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.4 * nrows), squeeze=False)
     for ax, (title, (id_scores, ood)) in zip(axes.flat, panels.items()):
         everything = np.concatenate([np.asarray(id_scores)] + [np.asarray(v) for v in ood.values()])
-        lo, hi = np.nanpercentile(everything, [0.5, 99.5])
-        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 50)
-        ax.hist(np.clip(id_scores, lo, hi), bins=bins, density=True, alpha=0.55, label="ID", color="black")
+        lo, hi = float(np.min(everything)), float(np.max(everything))
+        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 60)
+        ax.hist(id_scores, bins=bins, density=True, alpha=0.55, label="ID", color="black")
         for name, scores in ood.items():
-            ax.hist(np.clip(scores, lo, hi), bins=bins, density=True, alpha=0.45, histtype="stepfilled", label=name)
+            ax.hist(scores, bins=bins, density=True, alpha=0.45, histtype="stepfilled", label=name)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.legend(fontsize=7)
