@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny (untrained) checkpoints of a baseline and an NC-controlled ResNet-18."""
+"""Shared fixtures: one intra-op thread for tests on tiny tensors, and tiny (untrained)
+checkpoints of a baseline and an NC-controlled ResNet-18."""
 import pytest
 import torch
 
@@ -6,6 +7,16 @@ from engine.checkpoint import save_checkpoint
 from models import build_model
 
 TINY_NC = {"output_dim": 64, "hidden_mlp": 256}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids thread hand-off costs on a shared CPU
+    (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

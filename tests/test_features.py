@@ -21,13 +21,7 @@ SPEC = dict(name="fashion_mnist", split="test", classes=[0, 1, 2, 3, 4, 5], max_
 PROJ = {"output_dim": 64, "hidden_mlp": 256}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off costs on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int, projector: bool = True):

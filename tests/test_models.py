@@ -27,13 +27,7 @@ CNN_CASES = [("vgg17", "imagenet", norm, VGG) for norm in ("bn", "gn_ws")] + [
     for arch in ("resnet18", "resnet34") for stem in ("imagenet", "cifar") for norm in ("bn", "gn_ws")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(n: int = B, px: int = PX, chans: int = 3, seed: int = 0) -> torch.Tensor:

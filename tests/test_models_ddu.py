@@ -20,13 +20,7 @@ RESNETS = ("resnet18", "resnet34")
 N_CONVS = {"resnet18": 17, "resnet34": 33}  # stem + 2 per block; the 'conv' shortcut adds 3 more 1x1 convs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(n: int = B, px: int = PX, seed: int = 0, chans: int = 3) -> torch.Tensor:
