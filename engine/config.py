@@ -40,7 +40,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def _add_flag(parser: argparse.ArgumentParser, key: str, default: Any, kind: type | None,
               aliases: Sequence[str], help_text: str | None) -> None:
     names = [f"--{key}", *aliases]
-    help_text = (help_text or "") + f" (default: {default!r})"
+    help_text = help_text or " "  # ArgumentDefaultsHelpFormatter appends the default
     if typing.get_origin(kind) is list:
         parser.add_argument(*names, dest=key, default=default, nargs="*", type=typing.get_args(kind)[0], help=help_text)
     elif kind is bool or isinstance(default, bool):

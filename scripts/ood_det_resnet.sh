@@ -6,7 +6,7 @@ source "$(dirname "$0")/_launch.sh"
 ARCH=${ARCH:-resnet18}
 EXPT_NAME=${EXPT_NAME:-${ARCH}_in100_baseline}
 CKPT=${CKPT:-./checkpoints/${ARCH}/${EXPT_NAME}.pth}
-ID_DIR=${ID_DIR:-/data/datasets/ImageNet-100}          # train/ and val/ class folders
+DATA_DIR=${DATA_DIR:-/data/datasets/ImageNet-100}      # ID: train/ and val/ class folders
 NINCO_DIR=${NINCO_DIR:-/data/datasets/NINCO/NINCO_OOD_classes}
 IMAGENET_R_DIR=${IMAGENET_R_DIR:-/data/datasets/imagenet-r}
 CIFAR100_DIR=${CIFAR100_DIR:-/data/datasets/cifar100}   # holds cifar-100-python/
@@ -20,7 +20,7 @@ SCORERS=${SCORERS:-energy}                              # e.g. "energy msp maxlo
 LAYERS=${LAYERS:-"encoder projector"}
 OUT_DIR=${OUT_DIR:-./results/${EXPT_NAME}}
 
-launch eval_ood.py --ckpt "$CKPT" --names "$EXPT_NAME" --dataset imagenet100 --data "$ID_DIR" \
+launch eval_ood.py --ckpt "$CKPT" --names "$EXPT_NAME" --dataset imagenet100 --data "$DATA_DIR" \
     --ood "ninco=imagefolder:root=$NINCO_DIR" "imagenet_r=imagefolder:root=$IMAGENET_R_DIR" \
           "cifar100:root=$CIFAR100_DIR" "flowers102:root=$FLOWERS_DIR" "cub200=imagefolder:root=$CUB_DIR" \
           "aircraft:root=$AIRCRAFT_DIR" "pets:root=$PETS_DIR" "stl10:root=$STL10_DIR" \

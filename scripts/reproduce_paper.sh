@@ -14,7 +14,6 @@ case "${1:-}" in
 esac
 
 export DATA_DIR=${DATA_DIR:-/data/datasets/ImageNet-100}   # ID: train/ and val/ class folders
-export ID_DIR=$DATA_DIR
 export NINCO_DIR=${NINCO_DIR:-/data/datasets/NINCO/NINCO_OOD_classes}
 export IMAGENET_R_DIR=${IMAGENET_R_DIR:-/data/datasets/imagenet-r}
 export CIFAR100_DIR=${CIFAR100_DIR:-/data/datasets/cifar100}

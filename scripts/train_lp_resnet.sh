@@ -11,6 +11,7 @@ EXPT_NAME=${EXPT_NAME:-${ARCH}_in100_baseline}
 CKPT=${CKPT:-./checkpoints/${ARCH}/${EXPT_NAME}.pth}   # the last epoch; the official scripts probe best_${EXPT_NAME}.pth
 OUT_DIR=${OUT_DIR:-./results/${EXPT_NAME}}             # linear_probe.json/.csv/.md/.png/.config.yaml
 CACHE_DIR=${CACHE_DIR:-./cache/features}               # shared with eval_nc.py and eval_ood.py
+DATA_DIR=${DATA_DIR:-/data/datasets/ImageNet-100}      # ID (for VCI/NC1 and the log-odds gain): train/ and val/
 
 # Downstream datasets (never downloaded; data/natural.py describes each folder's layout).
 NINCO_DIR=${NINCO_DIR:-/data/datasets/NINCO/NINCO_OOD_classes}  # 64 class folders, split 80/20 per class (seed 0)
@@ -31,6 +32,7 @@ NPROC=1                                   # one process: extraction and probes d
 # Splits: train -> probe, test -> accuracy; Aircraft and Pets train on trainval. Flowers-102 probes
 # train on its train split and are tested on its val split, as the official code does.
 launch train_lp.py --ckpt "$CKPT" --names "$EXPT_NAME" --image_size "$INPUT_SIZE" \
+    --dataset imagenet100 --data "$DATA_DIR" \
     --transfer "ninco=imagefolder:root=$NINCO_DIR,holdout=0.2" \
                "imagenet_r=imagefolder:root=$IMAGENET_R_DIR,holdout=0.2" \
                "cifar100=cifar100:root=$CIFAR100_DIR" \

@@ -53,6 +53,7 @@ def test_reproduce_paper_dry_run_prints_every_command_and_each_parses(tmp_path):
             assert "torch.distributed.run" in cmd and "--nproc_per_node=4" in cmd
         else:
             assert os.path.basename(cfg.ckpt[0]).split("_in100_")[0] == archs[-1][0]
+            assert cfg.dataset == "imagenet100" and cfg.data == str(tmp_path / "DATA_DIR")
         if entry == "eval_ood.py":
             assert len(cfg.ood) == 8
         if entry == "train_lp.py":

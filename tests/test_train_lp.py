@@ -1,7 +1,9 @@
 """train_lp.py end to end on the embedded downstream sets with two tiny untrained checkpoints
-(a baseline and an NC-controlled one): rows, averages, files, the feature cache, user errors;
-and the pure table logic of engine.transfer."""
+(a baseline and an NC-controlled one): rows, averages, the ID columns (ID top-1, log-odds gain,
+VCI / NC1 / CDNV), files, the feature cache, user errors; and the pure table logic of engine.transfer."""
 import json
+import math
+from argparse import Namespace
 
 import pytest
 import torch
@@ -11,8 +13,13 @@ from PIL import Image
 import engine.checkpoint
 import engine.evaluation
 import train_lp
+from data import build_dataset
+from engine.checkpoint import save_checkpoint
+from engine.nc_eval import layer_metrics
 from engine.probe import ProbeResult
-from engine.transfer import AVERAGE, average_rows, depth_series, parse_test_splits
+from engine.transfer import (AVERAGE, COLLAPSE_KEYS, TRANSFER_DEFAULTS, average_rows, depth_series, id_accuracy,
+                             id_columns, log_odds_gain, logit, parse_test_splits)
+from models import build_model
 
 BASE_LAYERS = ["layer1", "layer2", "layer3", "layer4", "encoder"]
 NC_LAYERS = BASE_LAYERS + ["projector"]
@@ -72,7 +79,8 @@ def test_results_config_and_figure_are_written(work, first_run):
     assert payload["rows"] == first_run
     assert payload["config"]["out_name"] == "linear_probe" and payload["config"]["probe_epochs"] == 3
     csv_lines = (out / "linear_probe.csv").read_text().splitlines()
-    assert csv_lines[0] == "model,dataset,layer,depth,dim,best_acc,final_acc,n_train,n_test"
+    assert csv_lines[0] == ("model,dataset,layer,depth,dim,best_acc,final_acc,n_train,n_test,"
+                            "id_acc,id_acc_from,log_odds_gain,vci,nc1,nc1_cdnv")
     assert len(csv_lines) == 1 + len(first_run)
     assert (out / "linear_probe.md").read_text().startswith("| model | dataset | layer |")
     config = yaml.safe_load((out / "linear_probe.config.yaml").read_text())
@@ -106,6 +114,8 @@ def test_rows_take_best_and_final_accuracy_from_the_probe(work, first_run, monke
     assert [(r["model"], r["dataset"], r["best_acc"], r["final_acc"]) for r in rows] == [
         ("baseline", "digits", 0.75, 0.25), ("baseline", AVERAGE, 0.75, 0.25),
         ("ours", "digits", 0.75, 0.25), ("ours", AVERAGE, 0.75, 0.25)]
+    for row in rows:  # the gain of the best accuracy, 0.75
+        assert row["log_odds_gain"] == pytest.approx(math.log(3.0) - logit(row["id_acc"]), abs=1e-12)
     assert [(shape, n) for shape, n, _ in calls] == [((100, 16), 10)] * 2
     assert all(kw["solver"] == "lbfgs" and kw["test_x"].shape == (100, 16) and kw["epochs"] == 3 for *_, kw in calls)
 
@@ -117,6 +127,7 @@ def test_rows_take_best_and_final_accuracy_from_the_probe(work, first_run, monke
     (["--transfer", "digits", "digits"], "more than once"),
     (["--test_splits", "digits=val"], "digits: unknown split 'val'"),
     (["--test_splits", "cifar=val"], "no --transfer label"),
+    (["--dataset", "digits"], "class-count mismatch: "),
 ])
 def test_user_errors_exit_2_with_one_line(work, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -170,3 +181,74 @@ def test_parse_test_splits():
     for bad in (["flowers"], ["flowers=train"], ["=val"]):
         with pytest.raises(Exception, match="test_splits"):
             parse_test_splits(bad, ["flowers"])
+
+
+def test_logit_and_log_odds_gain_by_hand():
+    assert logit(0.8) == pytest.approx(math.log(4.0), abs=1e-15)
+    assert logit(0.5) == 0.0 and logit(0.2) == pytest.approx(-math.log(4.0), abs=1e-15)
+    assert logit(0.0) == pytest.approx(math.log(1e-4 / (1 - 1e-4)), abs=1e-12)  # clipped, finite
+    assert logit(1.0) == pytest.approx(-logit(0.0), abs=1e-9) and logit(1.0) == logit(1 - 1e-6)
+    assert log_odds_gain(0.8, 0.5) == pytest.approx(math.log(4.0), abs=1e-15)
+    assert log_odds_gain(0.6, 0.9) == pytest.approx(math.log(1.5) - math.log(9.0), abs=1e-15)
+
+
+def test_average_rows_average_the_log_odds_gain_and_carry_the_id_columns():
+    rows = [{**_row("a", "x", "l1", 0, 0.8, 0.7), **id_columns(0.8, (0.5, "history"))},
+            {**_row("a", "y", "l1", 0, 0.6, 0.6), **id_columns(0.6, (0.5, "history"))},
+            {**_row("b", "x", "l1", 0, 0.9, 0.9), **id_columns(0.9, None)}]
+    assert rows[0]["log_odds_gain"] == pytest.approx(math.log(4.0))
+    collapse = {("a", "l1"): {"vci": 0.25, "nc1": 2.0, "nc1_cdnv": 0.5}}
+    a, b = average_rows(rows, collapse)
+    assert a["log_odds_gain"] == pytest.approx((math.log(4.0) + math.log(1.5)) / 2, abs=1e-12)
+    assert (a["id_acc"], a["id_acc_from"], a["vci"], a["nc1"], a["nc1_cdnv"]) == (0.5, "history", 0.25, 2.0, 0.5)
+    assert b["log_odds_gain"] is None and b["id_acc"] is None
+    assert all(b[key] is None for key in COLLAPSE_KEYS)  # no collapse statistics given for model b
+
+
+def test_id_columns_of_the_end_to_end_rows(work, first_run):
+    """Untrained checkpoints have no history: the ID top-1 is the head's on the ID test images
+    (checked here against a forward pass of the model); VCI/NC1/CDNV match layer_metrics on the
+    ID train features."""
+    cfg = Namespace(**{**TRANSFER_DEFAULTS, "max_per_class": 10, "image_size": 16, "device": "cpu",
+                       "cache_dir": str(work / "cache")})
+    spec = engine.evaluation.id_spec(cfg)
+    test_set = build_dataset(**spec.kwargs(image_size=16, max_per_class=10, seed=0), split="test")
+    images = torch.stack([test_set[i][0] for i in range(len(test_set))])
+    labels = torch.tensor([test_set[i][1] for i in range(len(test_set))])
+    for run in engine.evaluation.open_runs(Namespace(ckpt=[str(work / "base.pth"), str(work / "ours.pth")],
+                                                     names=["baseline", "ours"])):
+        model = engine.checkpoint.model_from_checkpoint(run.path)
+        with torch.no_grad():
+            want_acc = float((model(images).argmax(1) == labels).double().mean())
+        rows = [r for r in first_run if r["model"] == run.name]
+        assert all(r["id_acc"] == pytest.approx(want_acc, abs=1e-12) and r["id_acc_from"] == "head" for r in rows)
+        train = engine.evaluation.features(cfg, run, spec, "train", [r["layer"] for r in rows])
+        for row in (r for r in rows if r["dataset"] != AVERAGE):
+            assert row["log_odds_gain"] == pytest.approx(logit(row["best_acc"]) - logit(want_acc), abs=1e-9)
+            assert all(key not in row for key in COLLAPSE_KEYS)
+        for row in (r for r in rows if r["dataset"] == AVERAGE):
+            want = layer_metrics(train, row["layer"])
+            assert 0.0 <= row["vci"] <= 1.0 and row["nc1"] > 0 and row["nc1_cdnv"] > 0
+            assert all(row[key] == pytest.approx(want[key], rel=1e-12) for key in COLLAPSE_KEYS)
+
+
+def test_id_accuracy_prefers_the_last_val_acc1_of_the_history(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", 6, stem="cifar", width=0.125, img_size=16)
+    path = save_checkpoint(tmp_path / "trained.pth", model=model, epoch=2, config={},
+                           extra={"history": [{"epoch": 1, "val_acc1": 0.3}, {"epoch": 2, "val_acc1": 0.42}]})
+    cfg = Namespace(**{**TRANSFER_DEFAULTS, "cache_dir": str(tmp_path / "no_cache")})
+    run, = engine.evaluation.open_runs(Namespace(ckpt=[str(path)], names=[]))
+    assert id_accuracy(cfg, run, engine.evaluation.id_spec(cfg)) == (0.42, "history")
+    assert not (tmp_path / "no_cache").exists()  # nothing was extracted
+
+
+def test_no_id_metrics_leaves_the_id_columns_empty(work, first_run, monkeypatch):
+    monkeypatch.setattr(engine.checkpoint, "model_from_checkpoint", None)
+    monkeypatch.setattr(engine.evaluation, "train_probe", lambda x, y, c, **kw: ProbeResult(
+        torch.zeros(c, x.shape[1]), torch.zeros(c), 0.5, 0.5))
+    rows = train_lp.main(lp_args(work, "--transfer", "digits", "--layers", "encoder", "--no-id_metrics",
+                                 "--dataset", "digits", "--out_name", "no_id"))  # the ID dataset is not even read
+    assert len(rows) == 4
+    assert all(r["id_acc"] is None and r["log_odds_gain"] is None for r in rows)
+    assert all(r[key] is None for r in rows if r["dataset"] == AVERAGE for key in COLLAPSE_KEYS)
