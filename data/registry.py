@@ -39,14 +39,16 @@ def list_datasets() -> list[str]:
 
 def build_dataset(name: str, split: str, *, root: str | Path | None = None, image_size: int = 32,
                   augment: bool = False, classes: Sequence[int] | None = None,
-                  max_per_class: int | None = None, seed: int = 0, **options) -> ImageDataset:
+                  max_per_class: int | None = None, seed: int = 0, transform: str | None = None,
+                  **options) -> ImageDataset:
     """Build dataset ``name`` for ``split`` ('train', 'test', or a dataset's own extra splits).
 
     Returns an :class:`ImageDataset` whose items are (float32 3 x image_size x image_size
     normalized with the ImageNet mean/std, int label). ``augment`` picks the training transform,
     otherwise the deterministic evaluation transform. ``classes`` keeps those original class
     indices, relabelled 0..k-1 in the given order; ``max_per_class`` keeps at most that many
-    samples per class, drawn by ``seed``. ``options`` go to the builder (e.g. ``holdout`` for
+    samples per class, drawn by ``seed``. ``transform`` overrides the dataset's transform kind
+    (e.g. ``small`` for CIFAR at its native 32 px, as DDU trains it). ``options`` go to the builder (e.g. ``holdout`` for
     ``imagefolder``, ``partition`` for ``dtd``).
     """
     if name not in DATASETS:
@@ -59,6 +61,6 @@ def build_dataset(name: str, split: str, *, root: str | Path | None = None, imag
         raise DatasetError(f"{name}: the {split} split at {root} holds no images; check the path")
     dataset = dataset.select(classes, max_per_class, seed)
     dataset.split = split
-    dataset.kind = builder.kind
-    dataset.transform = build_transform(augment, image_size, builder.kind)
+    dataset.kind = transform or builder.kind
+    dataset.transform = build_transform(augment, image_size, dataset.kind)
     return dataset

@@ -31,7 +31,8 @@ EVAL_HELP = {
     "names": "display names for the checkpoints (default: their file names)",
     "dataset": "the in-distribution dataset spec, [label=]name[:key=value,...], e.g. fashion_mnist:classes=0-5",
     "data": "root folder of the in-distribution dataset (when its spec has no root=)",
-    "layers": "named layers to evaluate (default: each stage output, the encoder and the projector)",
+    "layers": "named layers to evaluate (default: each stage output, the encoder and the projector; "
+              "'classifier', the logits, only when named)",
     "cache_dir": "where extracted features are cached (reused by every evaluator)",
     "out_dir": "where tables and figures are written",
     "float16": "store cached features as float16 (half the disk; metrics still run in float64)",
@@ -57,12 +58,12 @@ class Run:
         return bool(nc.get("output_dim")) and bool(nc.get("hidden_mlp"))
 
     @property
-    def head_layer(self) -> str | None:
-        """The layer whose features the model's own classifier reads (None with ``l2_features``:
-        the classifier then reads the normalized encoder embedding, which is no hooked layer)."""
+    def head_layer(self) -> str:
+        """The layer whose features the model's own classifier reads: ``projector``,
+        ``head_input`` (the normalized encoder embedding, with ``l2_features``) or ``encoder``."""
         if self.has_projector:
             return "projector"
-        return None if (self.model_kwargs.get("nc_control") or {}).get("l2_features") else "encoder"
+        return "head_input" if (self.model_kwargs.get("nc_control") or {}).get("l2_features") else "encoder"
 
     def head(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's own classifier (W: C x D, b: C)."""
@@ -116,12 +117,16 @@ def features(cfg: Namespace, run: Run, spec: DatasetSpec, split: str, layers: li
 
 
 def resolve_layers(cfg: Namespace, run: Run, default: list[str] | None = None) -> list[str]:
+    """``--layers`` (default: ``default``, else every layer but the logits). The logits layer
+    ``classifier`` is never a default but may be named, e.g. DDU's GMM on the logits."""
     available = run.layer_names()
     wanted = list(cfg.layers) or (default if default is not None else available)
     wanted = [layer for layer in wanted if layer != "projector" or run.has_projector]  # baselines have none
-    unknown = [layer for layer in wanted if layer not in available]
+    allowed = available + ["classifier"] if cfg.layers else available
+    unknown = [layer for layer in wanted if layer not in allowed]
     if unknown:
-        raise UserError(f"{run.name} has no layer(s) {', '.join(unknown)}; its layers are: {', '.join(available)}")
+        raise UserError(f"{run.name} has no layer(s) {', '.join(unknown)}; its layers are: {', '.join(available)} "
+                        f"(and classifier, the logits, when named in --layers)")
     return wanted
 
 

@@ -6,6 +6,8 @@ and layer (encoder, projector) with the ID top-1 of the layer's probe, NC1 and V
 FPR95 of the energy score per OOD set and their average, and the best probe top-1 per transfer
 set and their average. Figures: NC1 by layer for every model; NC1 against FPR95 and against
 transfer accuracy across all layers, with Pearson's R between log10(NC1) and the other axis.
+:func:`check_claims` tests the paper's claims over seeds; :func:`ood_seed_table` gives the min /
+max / mean of a detection metric over seeds of ``ood.json`` files (Haas et al., TMLR 2022).
 """
 from __future__ import annotations
 
@@ -127,4 +129,46 @@ def summarize_seeds(result_dirs: list[str | Path], out_dir: str | Path) -> list[
     rows = check_claims(tables)
     write_results(rows, out_dir, "claims", extra={"results": [str(d) for d in result_dirs]})
     print(text_table(rows, ["left", "left_mean", "left_std", "op", "right", "right_mean", "right_std", "holds_in"]))
+    return rows
+
+
+SEED_KEY = ("model", "layer", "scorer", "ood")
+
+
+def ood_seed_table(ood_files: list[str | Path], metric: str = "auroc") -> list[dict]:
+    """Min / max / mean of ``metric`` over seeds for each (model, layer, scorer, ood) of several
+    ``ood.json`` files (eval_ood.py), one value per file, as Haas, Yolland & Rabus (TMLR 2022,
+    Tables 4 and 5) report AUROC over independently seeded models. The files of one seed may be
+    split (e.g. one per model or layer), so a key need not be in every file; ``n_seeds`` counts
+    its values. Rows keep the order in which their keys first appear."""
+    paths = [Path(f) for f in ood_files]
+    repeated = sorted({str(p) for p in paths if paths.count(p) > 1})
+    if repeated:
+        raise UserError(f"{', '.join(repeated)} given more than once; pass each seed's ood.json once")
+    values: dict[tuple, list[float]] = {}
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"{path} is missing; run eval_ood.py for that seed first (it writes <out_dir>/<out_name>.json)")
+        seen = set()
+        for row in read_json(path)["rows"]:
+            key = tuple(row[k] for k in SEED_KEY)
+            if key in seen:
+                raise UserError(f"{path} holds two rows for {dict(zip(SEED_KEY, key))}; give each checkpoint a "
+                                f"distinct --names")
+            seen.add(key)
+            if row.get(metric) is None:
+                raise UserError(f"{path} has no '{metric}' value for {dict(zip(SEED_KEY, key))}; pick one of "
+                                f"{', '.join(k for k, v in row.items() if k not in SEED_KEY and v is not None)}")
+            values.setdefault(key, []).append(float(row[metric]))
+    return [{**dict(zip(SEED_KEY, key)), "n_seeds": len(v), f"{metric}_min": min(v), f"{metric}_max": max(v),
+             f"{metric}_mean": sum(v) / len(v)} for key, v in values.items()]
+
+
+def summarize_ood_seeds(ood_files: list[str | Path], out_dir: str | Path, metric: str = "auroc",
+                        name: str = "ood_seeds") -> list[dict]:
+    """:func:`ood_seed_table` written as ``<name>.{json,csv,md}`` under ``out_dir`` and printed."""
+    rows = ood_seed_table(ood_files, metric)
+    write_results(rows, out_dir, name, extra={"metric": metric, "files": [str(f) for f in ood_files]})
+    print(text_table(rows))
+    print(f"wrote {out_dir}/{name}.json, .csv, .md")
     return rows

@@ -6,6 +6,15 @@ per epoch, as the official recipe), then per epoch one pass of ``train_one_epoch
 validation, a JSON-lines log record and the last/best checkpoints. Each epoch reseeds every RNG
 from (seed, epoch, rank), so ``--resume`` after an interruption reproduces an uninterrupted
 run's weights exactly on the CPU.
+
+The DDU recipe (Mukhoti et al., "Deep Deterministic Uncertainty", CVPR 2023; official code
+omegafragger/DDU) and its L2-normalized variant (Haas, Yolland & Rabus, TMLR 2022) are flags of
+the same loop: ``--optimizer sgd`` (momentum, no Nesterov), ``--schedule step`` (lr x ``gamma``
+at each of ``milestones``), ``--val_split`` (a stratified held-out part of the training set
+for the per-epoch top-1), the model flags ``--spectral_norm --activation --shortcut``, and for
+the NC intervention ``--loss nc`` (:class:`nc_control.NCLoss`, no cross-entropy) from
+``--init_from`` a checkpoint, with ``--monitor_ood`` logging NC and GMM detection each epoch
+(:mod:`engine.monitor`).
 """
 from __future__ import annotations
 
@@ -33,16 +42,22 @@ from engine.progress import progress
 # The official ImageNet-100 ResNet recipe; configs/*.yaml and flags override any key.
 PRETRAIN_DEFAULTS: dict = dict(
     arch="resnet18", dataset="imagenet100", data=None, num_classes=100, classes=None, max_per_class=None,
-    image_size=224, stem="imagenet", norm="bn", width=1.0, patch_size=16, drop_path=0.0,
+    image_size=224, transform=None, stem="imagenet", norm="bn", width=1.0, patch_size=16, drop_path=0.0,
     alpha=0.0, output_dim=0, hidden_mlp=0, projector="etf", l2_features=False,
     lr=0.01, wd=0.05, epochs=100, warmup_epochs=5, warmup_start_factor=0.01, batch_size=512,
     label_smoothing=0.1, augmentation=True, workers=8, save_dir="checkpoints", ckpt_file="model.pth",
     expt_name="run", seed=0, resume=None, device="auto",
+    optimizer="adamw", momentum=0.9, schedule="cosine", milestones=[], gamma=0.1, val_split=0.0,
+    spectral_norm=0.0, activation="relu", shortcut="conv", loss="ce", init_from=None,
+    monitor_ood=[], monitor_max_per_class=None,
 )
-PRETRAIN_TYPES = {"data": str, "classes": list[int], "max_per_class": int, "resume": str}
+PRETRAIN_TYPES = {"data": str, "transform": str, "classes": list[int], "max_per_class": int, "resume": str, "milestones": list[int],
+                  "init_from": str, "monitor_ood": list[str], "monitor_max_per_class": int}
 PRETRAIN_ALIASES = {"batch_size": ["-b"], "workers": ["-j"], "arch": ["-a"]}
 PRETRAIN_HELP = {
     "data": "dataset root folder (embedded datasets find their files themselves)",
+    "transform": "transform kind, overriding the dataset's: imagenet (RandomResizedCrop; Resize + CenterCrop) or "
+                 "small (pad-and-crop + flip; Resize), e.g. small for CIFAR at 32 px",
     "classes": "original class indices to train on (relabelled 0..k-1), e.g. --classes 0 1 2 3 4 5",
     "alpha": "entropy-regularizer weight on the encoder embedding (0 = off; the method uses 0.05)",
     "output_dim": "projector output width (0 = no projector: the baseline)",
@@ -53,7 +68,27 @@ PRETRAIN_HELP = {
     "stem": "imagenet (7x7 conv + max-pool, 224 px) or cifar (3x3 conv, no max-pool, 28-64 px)",
     "resume": "checkpoint to continue from (the last one, <save_dir>/<ckpt_file>)",
     "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
+    "optimizer": "adamw (the official NC-OOD recipe) or sgd (momentum --momentum, no Nesterov; DDU)",
+    "momentum": "SGD momentum (--optimizer sgd)",
+    "schedule": "cosine (linear warmup over --warmup_epochs, then cosine to 0) or step (lr x --gamma at each of "
+                "--milestones, no warmup; DDU)",
+    "milestones": "epochs after which --schedule step multiplies the lr by --gamma, e.g. --milestones 150 250 "
+                  "(none: a constant lr)",
+    "gamma": "lr factor at each milestone (--schedule step)",
+    "val_split": "> 0: hold out this stratified fraction of the training set (drawn by --seed) as the validation "
+                 "set of the per-epoch top-1 instead of the test split (DDU: 0.1)",
+    "spectral_norm": "spectral-normalization coefficient of the ResNet's convolutions (0 = off; DDU: 3.0)",
+    "activation": "ResNet activation: relu or leaky_relu (DDU)",
+    "shortcut": "ResNet downsampling shortcut: conv (1x1 conv + norm) or avgpool (average pool + zero channels; DDU)",
+    "loss": "ce (cross-entropy + --alpha x entropy) or nc (the neural-collapse loss of Haas et al. 2022, "
+            "no cross-entropy)",
+    "init_from": "checkpoint whose weights start this run (fresh optimizer and schedule, epochs from 0; the model "
+                 "flags must match it)",
+    "monitor_ood": "OOD dataset specs: after each epoch log NC metrics of the training features and the GMM (DDU) "
+                   "AUROC and false positives per set (empty = off)",
+    "monitor_max_per_class": "training samples per class the monitor measures (default: all)",
 }
+OPTIMIZERS, SCHEDULES, LOSSES = ("adamw", "sgd"), ("cosine", "step"), ("ce", "nc")
 
 
 def seed_everything(seed: int) -> None:
@@ -141,8 +176,41 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, inf
     return correct / max(total, 1)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int, start_factor: float):
-    """Linear warmup from ``start_factor`` over ``warmup_epochs``, then cosine to 0 (per epoch)."""
+def check_recipe(cfg: Namespace) -> None:
+    """Reject flag combinations that would otherwise be silently ignored or fail late."""
+    for key, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss", LOSSES)):
+        if getattr(cfg, key) not in choices:
+            raise UserError(f"--{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
+    if cfg.schedule == "step":
+        if cfg.warmup_epochs > 0:
+            raise UserError("--schedule step has no warmup; pass --warmup_epochs 0 (warmup belongs to --schedule cosine)")
+        if list(cfg.milestones) != sorted(set(cfg.milestones)) or any(not 0 < m < cfg.epochs for m in cfg.milestones):
+            raise UserError(f"--milestones must be increasing epochs in 1..{cfg.epochs - 1} (--epochs {cfg.epochs}), "
+                            f"got {list(cfg.milestones)}")
+        if not cfg.gamma > 0:
+            raise UserError(f"--gamma must be > 0, got {cfg.gamma}")
+    elif cfg.milestones:
+        raise UserError("--milestones applies to --schedule step only; drop it or pass --schedule step")
+    if not 0.0 <= cfg.val_split < 1.0:
+        raise UserError(f"--val_split must be in [0, 1), got {cfg.val_split}")
+    if cfg.loss == "nc" and cfg.alpha != 0:
+        raise UserError("--alpha weights the entropy term of --loss ce; the NC loss has none, pass --alpha 0")
+
+
+def build_optimizer(params, cfg: Namespace) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) or SGD with momentum (weight decay as L2 in the gradient, no Nesterov)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd, nesterov=False)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.wd)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int, start_factor: float, *,
+                    schedule: str = "cosine", milestones=(), gamma: float = 0.1):
+    """Per-epoch learning rate. ``'cosine'``: linear warmup from ``start_factor`` over
+    ``warmup_epochs``, then cosine to 0. ``'step'``: lr x ``gamma`` after each epoch in
+    ``milestones`` (``torch.optim.lr_scheduler.MultiStepLR``, DDU's schedule)."""
+    if schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
     warmup_epochs = max(0, min(warmup_epochs, epochs))
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warmup_epochs), eta_min=0.0)
     if warmup_epochs == 0:
@@ -157,25 +225,116 @@ def build_pretrain_model(cfg: Namespace):
 
     nc = NCConfig(output_dim=cfg.output_dim, hidden_mlp=cfg.hidden_mlp, projector=cfg.projector,
                   l2_features=cfg.l2_features)
-    kwargs = dict(nc_control=nc, norm=cfg.norm, stem=cfg.stem, width=cfg.width, img_size=cfg.image_size)
+    # the DDU ResNet options go to every architecture: build_model rejects them where they do not apply
+    ddu = dict(spectral_norm=cfg.spectral_norm, activation=cfg.activation, shortcut=cfg.shortcut)
+    kwargs = dict(nc_control=nc, norm=cfg.norm, stem=cfg.stem, width=cfg.width, img_size=cfg.image_size, **ddu)
     if cfg.arch.startswith("vit"):
-        kwargs = dict(nc_control=nc, img_size=cfg.image_size, patch_size=cfg.patch_size, drop_path=cfg.drop_path)
+        kwargs = dict(nc_control=nc, img_size=cfg.image_size, patch_size=cfg.patch_size, drop_path=cfg.drop_path, **ddu)
     return build_model(cfg.arch, cfg.num_classes, **kwargs)
 
 
+def _dataset_kwargs(cfg: Namespace) -> dict:
+    return dict(root=cfg.data, image_size=cfg.image_size, classes=cfg.classes, max_per_class=cfg.max_per_class,
+                seed=cfg.seed, transform=cfg.transform)
+
+
+def training_part(cfg: Namespace, dataset):
+    """``dataset`` (the training split) without the ``--val_split`` hold-out, and the hold-out
+    (None without ``--val_split``): a stratified split drawn by ``--seed``, as DDU holds out 10%
+    of the CIFAR training set."""
+    from data import stratified_split
+
+    if cfg.val_split == 0:
+        return dataset, None
+    train_idx, val_idx = stratified_split(dataset.targets, cfg.val_split, seed=cfg.seed)
+    return Subset(dataset, train_idx.tolist()), Subset(dataset, val_idx.tolist())
+
+
 def build_pretrain_data(cfg: Namespace):
+    """(training set with the training transform, validation set with the evaluation transform):
+    the test split, or with ``--val_split`` a held-out part of the training split."""
     from data import build_dataset
 
-    common = dict(root=cfg.data, image_size=cfg.image_size, classes=cfg.classes,
-                  max_per_class=cfg.max_per_class, seed=cfg.seed)
-    train_set = build_dataset(cfg.dataset, "train", augment=cfg.augmentation, **common)
-    val_set = build_dataset(cfg.dataset, "test", augment=False, **common)
+    train_set = build_dataset(cfg.dataset, "train", augment=cfg.augmentation, **_dataset_kwargs(cfg))
     if len(train_set) == 0:
         raise UserError(f"dataset '{cfg.dataset}' has no training images under {cfg.data}; check --data and --classes")
     if train_set.num_classes != cfg.num_classes:
         raise UserError(f"class-count mismatch: --num_classes is {cfg.num_classes} but dataset '{cfg.dataset}' "
                         f"(with --classes {cfg.classes}) has {train_set.num_classes} classes; make them agree")
-    return train_set, val_set
+    if cfg.val_split > 0:
+        train_part, _ = training_part(cfg, train_set)
+        _, val_set = training_part(cfg, build_dataset(cfg.dataset, "train", augment=False, **_dataset_kwargs(cfg)))
+        return train_part, val_set
+    return train_set, build_dataset(cfg.dataset, "test", augment=False, **_dataset_kwargs(cfg))
+
+
+def build_monitor(cfg: Namespace, info: D.DistInfo):
+    """The per-epoch :class:`engine.monitor.EpochMonitor` of ``--monitor_ood`` (None when empty):
+    the training part of the training split (evaluation transform, at most
+    ``--monitor_max_per_class`` per class), the test split and each OOD spec's test split."""
+    if not cfg.monitor_ood:
+        return None
+    from data import build_dataset, parse_spec
+    from engine.monitor import EpochMonitor, cap_per_class
+
+    train, _ = training_part(cfg, build_dataset(cfg.dataset, "train", augment=False, **_dataset_kwargs(cfg)))
+    targets = train.dataset.targets[train.indices] if isinstance(train, Subset) else train.targets
+    train = Subset(train, cap_per_class(targets, cfg.monitor_max_per_class, cfg.seed).tolist())
+    test = build_dataset(cfg.dataset, "test", augment=False, **_dataset_kwargs(cfg))
+    ood = {}
+    for text in cfg.monitor_ood:
+        spec = parse_spec(text)
+        ood[spec.label] = build_dataset(**spec.kwargs(image_size=cfg.image_size, seed=cfg.seed), split="test")
+    return EpochMonitor(train, test, ood, cfg.num_classes, device=info.device, batch_size=cfg.batch_size,
+                        num_workers=cfg.workers)
+
+
+def build_loss_fn(cfg: Namespace, model) -> Callable:
+    """``loss_fn(out, targets) -> (loss, ce, ent)`` for ``train_one_epoch``. ``--loss ce``:
+    :func:`nc_loss`. ``--loss nc``: :class:`nc_control.NCLoss` on the classifier's input and
+    weight, with the cross-entropy computed without gradient for the log only (under
+    DistributedDataParallel each process measures NC on its own share of the batch)."""
+    from nc_control import EntropyRegularizer, NCLoss
+
+    if cfg.loss == "ce":
+        entropy = EntropyRegularizer()
+        return lambda out, targets: nc_loss(out, targets, entropy, cfg.alpha, cfg.label_smoothing)
+    criterion, net = NCLoss(), unwrap(model)
+
+    def collapse_loss(out, targets):
+        loss = criterion(net.classifier_input(out), targets, net.classifier.weight)
+        with torch.no_grad():
+            ce = F.cross_entropy(out[2].float(), targets, label_smoothing=cfg.label_smoothing)
+        return loss, ce, torch.zeros_like(ce)
+    return collapse_loss
+
+
+def load_initial_weights(cfg: Namespace, model, device) -> None:
+    """Start from the weights of ``--init_from`` (a checkpoint of the same architecture)."""
+    ckpt = load_checkpoint(cfg.init_from, map_location=device)
+    check_same_model(ckpt, model, f"--init_from {cfg.init_from}")
+    unwrap(model).load_state_dict(ckpt["state_dict"])
+
+
+def check_same_model(ckpt: dict, model, what: str) -> None:
+    """A checkpoint's model must be the one the flags build (its build arguments, with the
+    defaults of arguments newer than the checkpoint filled in); else a one-line error naming
+    the flags that differ."""
+    import inspect
+
+    from models import build_model
+    from nc_control import NCConfig
+
+    defaults = {k: p.default for k, p in inspect.signature(build_model).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    saved = {**defaults, **ckpt["model_kwargs"]}
+    saved["nc_control"] = NCConfig.from_any(saved["nc_control"]).to_dict()
+    built = unwrap(model).build_kwargs
+    differ = sorted(k for k in set(saved) | set(built) if saved.get(k) != built.get(k))
+    if differ:
+        shown = ", ".join(f"{k}={saved.get(k)!r}" for k in differ)
+        raise UserError(f"{what} holds a different model ({shown}); pass the flags it was trained with "
+                        f"(its <name>.config.yaml works as --config)")
 
 
 def _loaders(cfg: Namespace, train_set, val_set, info: D.DistInfo, epoch: int):
@@ -213,6 +372,7 @@ def train(cfg: Namespace) -> dict:
 
 
 def _train(cfg: Namespace, info: D.DistInfo) -> dict:
+    check_recipe(cfg)
     seed_everything(cfg.seed)
     paths = run_paths(cfg)
     train_set, val_set = build_pretrain_data(cfg)
@@ -221,36 +381,36 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
     channels_last = info.device.type == "cuda" and is_cnn
     model = model.to(info.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.wd)
-    scheduler = build_scheduler(optimizer, cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor)
+    optimizer = build_optimizer(params, cfg)
+    scheduler = build_scheduler(optimizer, cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor,
+                                schedule=cfg.schedule, milestones=cfg.milestones, gamma=cfg.gamma)
     start_epoch, best_acc1, history = 0, -1.0, []
     if cfg.resume:
         ckpt = load_checkpoint(cfg.resume, map_location=info.device)
-        if ckpt["model_kwargs"] != unwrap(model).build_kwargs:
-            raise UserError(f"--resume {cfg.resume} was trained with a different model "
-                            f"({ckpt['model_kwargs']}); resume with the same --arch and NC flags")
+        check_same_model(ckpt, model, f"--resume {cfg.resume}")
         unwrap(model).load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best_acc1 = ckpt["epoch"], ckpt["best_acc1"] if ckpt["best_acc1"] is not None else -1.0
         history = list(ckpt.get("history", []))
         set_rng_state(ckpt["rng"])
+    elif cfg.init_from:
+        load_initial_weights(cfg, model, info.device)
     config = {k: v for k, v in vars(cfg).items() if k != "config"}
     if info.is_main:
         save_config(cfg, paths["config"])
         atomic_write_text(paths["log"], "".join(json.dumps(r) + "\n" for r in history))
-        print(f"{cfg.arch} on {cfg.dataset}: {len(train_set)} train / {len(val_set)} test images, "
+        print(f"{cfg.arch} on {cfg.dataset}: {len(train_set)} train / {len(val_set)} "
+              f"{'held-out' if cfg.val_split > 0 else 'test'} images, "
               f"{cfg.num_classes} classes, {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters, "
               f"device {info.device}" + (f" x {info.world_size} processes" if info.distributed else ""), flush=True)
     net = model
-    if info.distributed:
+    if info.distributed:  # the NC loss leaves the classifier bias without gradient
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    from nc_control import EntropyRegularizer
-    entropy = EntropyRegularizer().to(info.device)
-
-    def loss_fn(out, targets):
-        return nc_loss(out, targets, entropy, cfg.alpha, cfg.label_smoothing)
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=cfg.loss == "nc")
+    loss_fn = build_loss_fn(cfg, model)
+    monitor = build_monitor(cfg, info) if info.is_main else None
 
     acc1 = float("nan")
     for epoch in range(start_epoch, cfg.epochs):
@@ -267,6 +427,8 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
             record = {"epoch": epoch + 1, "lr": lr, "loss": stats.loss, "ce_loss": stats.ce_loss,
                       "ent_loss": stats.ent_loss, "train_acc1": stats.acc1, "val_acc1": acc1,
                       "seconds": round(stats.seconds, 3), "img_per_s": round(stats.samples * info.world_size / stats.seconds, 1)}
+            if monitor is not None:
+                record.update(monitor(model))
             history.append(record)
             if is_best:
                 save_checkpoint(paths["best"], model=model, epoch=epoch + 1, config=config, best_acc1=best_acc1,
@@ -274,9 +436,15 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
             save_checkpoint(paths["last"], model=model, epoch=epoch + 1, config=config, optimizer=optimizer,
                             scheduler=scheduler, best_acc1=best_acc1, extra={"history": history})
             append_jsonl(paths["log"], record)
-            print(f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.3g}  loss {stats.loss:.4f} (CE {stats.ce_loss:.4f}, "
-                  f"entropy {stats.ent_loss:.4f})  train top-1 {stats.acc1:.4f}  val top-1 {acc1:.4f}  "
-                  f"{stats.seconds:.1f}s", flush=True)
+            terms = (f"CE {stats.ce_loss:.4f}, entropy {stats.ent_loss:.4f}" if cfg.loss == "ce"
+                     else f"NC loss; CE {stats.ce_loss:.4f}")
+            print(f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.3g}  loss {stats.loss:.4f} ({terms})  train top-1 "
+                  f"{stats.acc1:.4f}  val top-1 {acc1:.4f}  {stats.seconds:.1f}s", flush=True)
+            if monitor is not None:
+                print("  monitor: nc1 {:.4g}  nc3 {:.4g}  gmm AUROC / false positives: {}".format(
+                    record["nc1"], record["nc3"], ", ".join(
+                        f"{label} {record[f'auroc_{label}']:.4f} / {record[f'false_positives_{label}']}"
+                        for label in monitor.ood_labels)), flush=True)
         D.barrier(info)
     return {"best_acc1": best_acc1, "last_acc1": acc1, "epochs": cfg.epochs,
             **{k: str(v) for k, v in paths.items()}}

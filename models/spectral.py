@@ -34,6 +34,7 @@ so a k x k layer is ``k * coeff``-Lipschitz rather than ``coeff``-Lipschitz.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -42,6 +43,13 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
 N_POWER_ITERATIONS = 1
+
+
+def _no_autocast(device_type: str):
+    """Autocast switched off on CPU/CUDA; nothing to switch off elsewhere (e.g. the meta device)."""
+    if device_type in ("cpu", "cuda"):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class SoftSpectralNorm(_SpectralNorm):
@@ -63,11 +71,11 @@ class SoftSpectralNorm(_SpectralNorm):
 
     def sigma(self, weight: torch.Tensor) -> torch.Tensor:
         """The current estimate ``u^T W_mat v`` (no power iteration)."""
-        with torch.autocast(weight.device.type, enabled=False):
+        with _no_autocast(weight.device.type):
             return torch.vdot(self._u, torch.mv(self._reshape_weight_to_matrix(weight), self._v))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(weight.device.type, enabled=False):
+        with _no_autocast(weight.device.type):
             weight_mat = self._reshape_weight_to_matrix(weight)
             if self.training:
                 self._power_method(weight_mat, self.n_power_iterations)

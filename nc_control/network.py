@@ -22,7 +22,9 @@ class ControlledNet(nn.Module):
 
     - with a projector (``nc.has_projector``): ``logits = W * normalize(P(e)) + b``, where P is
       the fixed simplex-ETF projector (``nc.projector='etf'``) or its learnable twin;
-    - with ``nc.l2_features``: ``logits = W * normalize(e) + b``;
+    - with ``nc.l2_features``: ``logits = W * normalize(e) + b``; the normalized embedding
+      passes through the hookable identity ``head_input``, the penultimate feature of the
+      L2-normalized ResNets of Haas, Yolland & Rabus (TMLR 2022);
     - otherwise: ``logits = W * e + b``.
 
     The classifier weight is Xavier-uniform initialized and its bias zero (the official code
@@ -53,6 +55,7 @@ class ControlledNet(nn.Module):
             self.projector = None
             self.projector_out = None
             self.head_dim = embed_dim
+        self.head_input = nn.Identity() if self.nc.l2_features else None
         self.classifier = nn.Linear(self.head_dim, num_classes)
         nn.init.xavier_uniform_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
@@ -66,23 +69,40 @@ class ControlledNet(nn.Module):
             proj = self.projector_out(l2_normalize(self.projector(enc), eps=PROJECTOR_EPS))
             head_in = proj
         elif self.nc.l2_features:
-            head_in = l2_normalize(enc, eps=FEATURE_EPS)
+            head_in = self.head_input(l2_normalize(enc, eps=FEATURE_EPS))
         else:
             head_in = enc
         logits = self.classifier(head_in)
         return (enc, proj, logits) if return_all else logits
 
+    def classifier_input(self, out: tuple) -> torch.Tensor:
+        """The features the classifier reads, from the ``return_all`` tuple ``out``: the
+        normalized projection, the normalized embedding (``l2_features``) or the embedding."""
+        enc, proj, _ = out
+        if proj is not None:
+            return proj
+        return l2_normalize(enc, eps=FEATURE_EPS) if self.nc.l2_features else enc
+
+    @property
+    def head_layer(self) -> str:
+        """The named layer whose output the classifier reads (see :meth:`named_layers`)."""
+        if self.projector_out is not None:
+            return "projector"
+        return "head_input" if self.head_input is not None else "encoder"
+
     def named_layers(self) -> "OrderedDict[str, nn.Module]":
         """Hookable layers in depth order: the encoder stages, ``'encoder'`` (output B x embed_dim),
-        ``'projector'`` (L2-normalized, B x output_dim; only with a projector), ``'classifier'``
-        (output: the logits)."""
+        ``'projector'`` (L2-normalized, B x output_dim; only with a projector), ``'head_input'``
+        (the L2-normalized embedding; only with ``l2_features``), ``'classifier'`` (output: the logits)."""
         layers = OrderedDict(self.encoder.stages())
-        for reserved in ("encoder", "projector", "classifier"):
+        for reserved in ("encoder", "projector", "head_input", "classifier"):
             if reserved in layers:
                 raise ValueError(f"encoder stage name {reserved!r} clashes with a ControlledNet layer name")
         layers["encoder"] = self.encoder_out
         if self.projector_out is not None:
             layers["projector"] = self.projector_out
+        if self.head_input is not None:
+            layers["head_input"] = self.head_input
         layers["classifier"] = self.classifier
         return layers
 

@@ -55,3 +55,15 @@ def test_wrong_class_count_is_one_clear_line(tmp_path, tiny_ckpts):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: class-count mismatch") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_ddu_style_checkpoint_evaluates(tmp_path):
+    from engine.checkpoint import save_checkpoint
+    from models import build_model
+
+    model = build_model("resnet18", 6, stem="cifar", width=0.125, img_size=16, spectral_norm=3.0,
+                        activation="leaky_relu", shortcut="avgpool", nc_control={"l2_features": True})
+    ckpt = save_checkpoint(tmp_path / "ddu.pth", model=model, epoch=1, config={})
+    rows = eval_nc.main(["--ckpt", str(ckpt), "--layers", "encoder", "head_input", "--cache_dir", str(tmp_path / "c"),
+                         "--out_dir", str(tmp_path), *COMMON])
+    assert [(r["layer"], r["classifier"]) for r in rows] == [("encoder", None), ("head_input", "model")]

@@ -103,3 +103,16 @@ def test_corrupt_checkpoint_on_resume_is_one_clear_line(tmp_path):
     result = run_cli(TINY + ["--epochs", "1", "--max_per_class", "5", "--save_dir", str(tmp_path), "--resume", str(bad)])
     assert result.returncode == 2
     assert "is corrupt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_resume_accepts_older_checkpoints_and_rejects_another_model(tmp_path):
+    args = TINY + ["--max_per_class", "10", "--save_dir", str(tmp_path)]
+    pretrain.main(args + ["--epochs", "1"])
+    ckpt = torch.load(tmp_path / "model.pth", weights_only=True)
+    for key in ("spectral_norm", "activation", "shortcut"):  # arguments newer than the checkpoint
+        ckpt["model_kwargs"].pop(key, None)
+    torch.save(ckpt, tmp_path / "old.pth")
+    pretrain.main(args + ["--epochs", "2", "--resume", str(tmp_path / "old.pth")])
+    assert load_checkpoint(tmp_path / "model.pth")["epoch"] == 2
+    result = run_cli(args + ["--epochs", "3", "--width", "0.25", "--resume", str(tmp_path / "model.pth")])
+    assert result.returncode == 2 and "holds a different model (width=0.125)" in result.stderr
