@@ -13,8 +13,8 @@ Batches stream to a sink, so a dataset's features never need to sit in memory at
 :class:`FeatureCache` keeps one directory per (checkpoint content, dataset, transform, storage
 dtype) holding ``meta.json``, ``labels.npy`` and one ``<layer>.npy`` per layer (N x D). New
 layers are extracted into a temporary directory and moved in only when complete, so an
-interrupted extraction never leaves a layer that looks valid; a later request for the same key
-extracts only the layers the entry lacks.
+interrupted extraction never leaves a layer that looks valid. A miss extracts every layer of the
+model in that one pass (pooled features are small), so later requests for the same key are hits.
 """
 from __future__ import annotations
 
@@ -345,7 +345,8 @@ class FeatureCache:
             device: str | torch.device = "auto", batch_size: int = 256, num_workers: int = 0,
             float16: bool = False, show_progress: bool = True) -> FeatureSet:
         """Features of ``layers`` for the dataset ``data.build_dataset(**dataset_spec)`` under the
-        model in ``checkpoint_path``; extracts (one forward pass) only the layers not cached yet.
+        model in ``checkpoint_path``. When a layer is not cached yet, one forward pass extracts it
+        together with every other layer of the model the entry lacks, so any later request is a hit.
         The model is rebuilt from the checkpoint only when something must be extracted."""
         import data
 
@@ -374,16 +375,20 @@ class FeatureCache:
                     "dataset": spec, "transform": transform, "dtype": dtype, "num_samples": len(dataset),
                     "num_classes": int(dataset.num_classes), "classes": list(getattr(dataset, "classes", [])),
                     "layers": {}}
-            self._extract_into(key, meta, dataset, missing, checkpoint_path, resolve_device(device), batch_size,
-                               num_workers, show_progress)
+            self._extract_into(key, meta, dataset, missing, stored, checkpoint_path, resolve_device(device),
+                               batch_size, num_workers, show_progress)
         return FeatureSet(self.entry_path(key), names)
 
-    def _extract_into(self, key: str, meta: dict, dataset, layers: list[str], checkpoint_path: Path,
-                      device: torch.device, batch_size: int, num_workers: int, show_progress: bool) -> None:
+    def _extract_into(self, key: str, meta: dict, dataset, layers: list[str], stored: list[str],
+                      checkpoint_path: Path, device: torch.device, batch_size: int, num_workers: int,
+                      show_progress: bool) -> None:
+        """Run the model once over ``dataset`` for ``layers`` and every other layer the entry lacks
+        (pooled features are small next to the forward pass, and every evaluator then hits the cache)."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=self.cache_dir))
         try:
             model = ckpt_io.model_from_checkpoint(checkpoint_path, device=device)
+            layers = list(dict.fromkeys(layers + [n for n in model.named_layers() if n not in stored]))
             sink = MemmapSink(tmp, len(dataset), meta["dtype"])
             extract(model, dataset, layers, device=device, batch_size=batch_size, num_workers=num_workers,
                     show_progress=show_progress, sink=sink, float16=meta["dtype"] == "float16")
