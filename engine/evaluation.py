@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from data import DatasetSpec, build_dataset, parse_spec
+from data import DatasetSpec, parse_spec
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
 from engine.features import FeatureSet, get_features
@@ -104,16 +104,13 @@ def id_spec(cfg: Namespace) -> DatasetSpec:
 
 def features(cfg: Namespace, run: Run, spec: DatasetSpec, split: str, layers: list[str],
              check_classes: bool = False) -> FeatureSet:
-    """The features of ``layers`` for ``spec``/``split`` under ``run``'s checkpoint, from the cache."""
+    """The features of ``layers`` for ``spec``/``split`` under ``run``'s checkpoint, from the cache;
+    ``check_classes``: the dataset must have the checkpoint's class count (checked before extraction)."""
     kwargs = spec.kwargs(image_size=cfg.image_size, max_per_class=cfg.max_per_class, seed=cfg.seed)
     kwargs.update(split=split)
-    if check_classes:  # before any extraction: building the dataset only lists its files
-        num_classes = build_dataset(**kwargs).num_classes
-        if num_classes != run.num_classes:
-            raise UserError(f"class-count mismatch: {run.path} was trained on {run.num_classes} classes but "
-                            f"'{spec.label}' ({split}) has {num_classes}; evaluate on the dataset/classes it was trained on")
     return get_features(run.path, kwargs, layers, cache_dir=cfg.cache_dir, device=cfg.device,
-                        batch_size=cfg.batch_size, num_workers=cfg.workers, float16=cfg.float16)
+                        batch_size=cfg.batch_size, num_workers=cfg.workers, float16=cfg.float16,
+                        num_classes=run.num_classes if check_classes else None)
 
 
 def resolve_layers(cfg: Namespace, run: Run, default: list[str] | None = None) -> list[str]:

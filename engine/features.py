@@ -343,11 +343,12 @@ class FeatureCache:
 
     def get(self, checkpoint_path: str | Path, dataset_spec: dict, layers: str | Sequence[str], *,
             device: str | torch.device = "auto", batch_size: int = 256, num_workers: int = 0,
-            float16: bool = False, show_progress: bool = True) -> FeatureSet:
+            float16: bool = False, show_progress: bool = True, num_classes: int | None = None) -> FeatureSet:
         """Features of ``layers`` for the dataset ``data.build_dataset(**dataset_spec)`` under the
         model in ``checkpoint_path``. When a layer is not cached yet, one forward pass extracts it
         together with every other layer of the model the entry lacks, so any later request is a hit.
-        The model is rebuilt from the checkpoint only when something must be extracted."""
+        The model is rebuilt from the checkpoint only when something must be extracted.
+        ``num_classes``, when given, must be the dataset's class count (checked before anything runs)."""
         import data
 
         names = _as_layer_list(layers)
@@ -361,6 +362,10 @@ class FeatureCache:
         dataset = data.build_dataset(**spec, augment=False)
         if len(dataset) == 0:
             raise UserError(f"dataset {spec['name']} ({spec['split']}) is empty; check its root/classes")
+        if num_classes is not None and dataset.num_classes != num_classes:
+            raise UserError(f"class-count mismatch: {checkpoint_path} was trained on {num_classes} classes but "
+                            f"{spec['name']} ({spec['split']}) has {dataset.num_classes}; evaluate on the "
+                            f"dataset/classes it was trained on")
         dtype = "float16" if float16 else "float32"
         transform = describe_transform(dataset, spec.get("image_size"))
         key = cache_key(checkpoint_sha, spec, transform, dtype)
@@ -430,10 +435,12 @@ class FeatureCache:
 
 def get_features(checkpoint_path: str | Path, dataset_spec: dict, layers: str | Sequence[str], *,
                  cache_dir: str | Path, device: str | torch.device = "auto", batch_size: int = 256,
-                 num_workers: int = 0, float16: bool = False, show_progress: bool = True) -> FeatureSet:
+                 num_workers: int = 0, float16: bool = False, show_progress: bool = True,
+                 num_classes: int | None = None) -> FeatureSet:
     """:meth:`FeatureCache.get` on ``FeatureCache(cache_dir)``."""
     return FeatureCache(cache_dir).get(checkpoint_path, dataset_spec, layers, device=device, batch_size=batch_size,
-                                       num_workers=num_workers, float16=float16, show_progress=show_progress)
+                                       num_workers=num_workers, float16=float16, show_progress=show_progress,
+                                       num_classes=num_classes)
 
 
 __all__ = ["CACHE_FORMAT", "FeatureCache", "FeatureSet", "MemmapSink", "MemorySink", "cache_key",
