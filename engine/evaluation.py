@@ -19,6 +19,7 @@ from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
 from engine.features import FeatureSet, get_features
 from engine.probe import ProbeResult, train_probe
+from nc_control import NCConfig
 
 EVAL_DEFAULTS: dict = dict(
     ckpt=[], names=[], dataset="fashion_mnist:classes=0-5", data=None, image_size=32, max_per_class=None,
@@ -53,17 +54,18 @@ class Run:
         return int(self.model_kwargs["num_classes"])
 
     @property
+    def nc(self) -> NCConfig:
+        return NCConfig.from_any(self.model_kwargs.get("nc_control"))
+
+    @property
     def has_projector(self) -> bool:
-        nc = self.model_kwargs.get("nc_control") or {}
-        return bool(nc.get("output_dim")) and bool(nc.get("hidden_mlp"))
+        return self.nc.has_projector
 
     @property
     def head_layer(self) -> str:
         """The layer whose features the model's own classifier reads: ``projector``,
         ``head_input`` (the normalized encoder embedding, with ``l2_features``) or ``encoder``."""
-        if self.has_projector:
-            return "projector"
-        return "head_input" if (self.model_kwargs.get("nc_control") or {}).get("l2_features") else "encoder"
+        return self.nc.head_layer
 
     def head(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's own classifier (W: C x D, b: C)."""

@@ -49,6 +49,13 @@ class NCConfig:
         """True when both projector widths are set."""
         return self.output_dim > 0 and self.hidden_mlp > 0
 
+    @property
+    def head_layer(self) -> str:
+        """The named layer of :class:`ControlledNet` whose output the classifier reads."""
+        if self.has_projector:
+            return "projector"
+        return "head_input" if self.l2_features else "encoder"
+
     def to_dict(self) -> dict:
         """Plain JSON-able dict of the fields (``NCConfig(**cfg.to_dict()) == cfg``)."""
         return asdict(self)

@@ -86,9 +86,7 @@ class ControlledNet(nn.Module):
     @property
     def head_layer(self) -> str:
         """The named layer whose output the classifier reads (see :meth:`named_layers`)."""
-        if self.projector_out is not None:
-            return "projector"
-        return "head_input" if self.head_input is not None else "encoder"
+        return self.nc.head_layer
 
     def named_layers(self) -> "OrderedDict[str, nn.Module]":
         """Hookable layers in depth order: the encoder stages, ``'encoder'`` (output B x embed_dim),
