@@ -9,7 +9,7 @@ reused by every evaluator), and train probes with :func:`probe`.
 from __future__ import annotations
 
 from argparse import Namespace
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
 from engine.features import FeatureSet, get_features
 from engine.probe import ProbeResult, train_probe
+from metrics.accuracy import topk_accuracy
 from nc_control import NCConfig
 
 EVAL_DEFAULTS: dict = dict(
@@ -48,6 +49,7 @@ class Run:
     path: Path
     model_kwargs: dict
     state_dict: dict
+    history: list[dict] = field(default_factory=list)  # the per-epoch records of pretrain.py
 
     @property
     def num_classes(self) -> int:
@@ -88,7 +90,7 @@ def open_runs(cfg: Namespace) -> list[Run]:
     for i, path in enumerate(cfg.ckpt):
         ckpt = load_checkpoint(path)
         name = cfg.names[i] if cfg.names else Path(path).stem
-        runs.append(Run(name, Path(path), dict(ckpt["model_kwargs"]), ckpt["state_dict"]))
+        runs.append(Run(name, Path(path), dict(ckpt["model_kwargs"]), ckpt["state_dict"], ckpt.get("history") or []))
     names = [run.name for run in runs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:  # rows are keyed by model name
@@ -136,3 +138,9 @@ def probe(cfg: Namespace, train: FeatureSet, layer: str, test: FeatureSet | None
                        test_x=None if test is None else test[layer], test_y=None if test is None else test.labels,
                        solver=cfg.probe_solver, epochs=cfg.probe_epochs, lr=cfg.probe_lr,
                        batch_size=cfg.probe_batch_size, seed=cfg.seed)
+
+
+def head_accuracy(fs: FeatureSet, layer: str, weight: torch.Tensor, bias: torch.Tensor) -> float:
+    """Top-1 of the linear classifier ``W h + b`` (float64) on the features of ``layer``."""
+    logits = fs[layer].double() @ weight.double().T + bias.double()
+    return topk_accuracy(logits, fs.labels)[0]

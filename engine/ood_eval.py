@@ -17,7 +17,8 @@ from engine.progress import progress
 from data import parse_spec
 from engine.config import save_config
 from engine.errors import UserError
-from engine.evaluation import EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, features, id_spec, open_runs, probe, resolve_layers
+from engine.evaluation import (EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, features, head_accuracy, id_spec, open_runs, probe,
+                               resolve_layers)
 from engine.io import text_table, write_results
 from engine.plots import score_histograms
 from engine.probe import probe_logits
@@ -66,8 +67,7 @@ def evaluate_ood(cfg: Namespace) -> tuple[list[dict], dict]:
                 weight, bias = run.head()
             id_acc = None
             if weight is not None:  # top-1 on the ID test set of the classifier the logit scorers use
-                logits = test[layer] @ weight.T.to(test[layer].dtype) + bias.to(test[layer].dtype)
-                id_acc = float((logits.argmax(1) == test.labels).double().mean())
+                id_acc = head_accuracy(test, layer, weight, bias)
             for name in cfg.scorers:
                 scorer = build_scorer(name)
                 scorer.fit(train[layer], train.labels, weight=weight, bias=bias)

@@ -39,11 +39,10 @@ from pathlib import Path
 from statistics import fmean
 
 from data import DatasetSpec, build_dataset, parse_spec
-from engine.checkpoint import load_checkpoint
 from engine.config import save_config
 from engine.errors import UserError
-from engine.evaluation import (EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, Run, features, id_spec, open_runs, probe,
-                               resolve_layers)
+from engine.evaluation import (EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, Run, features, head_accuracy, id_spec, open_runs,
+                               probe, resolve_layers)
 from engine.io import text_table, write_results
 from engine.nc_eval import layer_metrics
 from engine.plots import metrics_vs_depth
@@ -152,14 +151,11 @@ def id_accuracy(cfg: Namespace, run: Run, spec: DatasetSpec) -> tuple[float, str
     """The checkpoint's own ID test top-1 and where it comes from: the last ``val_acc1`` of its
     training ``history`` (``'history'``), else the argmax of its classifier W h + b on the cached
     ID test features h of its head layer (``'head'``)."""
-    history = load_checkpoint(run.path).get("history") or []
-    accs = [record["val_acc1"] for record in history if record.get("val_acc1") is not None]
+    accs = [record["val_acc1"] for record in run.history if record.get("val_acc1") is not None]
     if accs:
         return float(accs[-1]), "history"
     test = features(cfg, run, spec, "test", [run.head_layer], check_classes=True)
-    weight, bias = run.head()
-    logits = test[run.head_layer].double() @ weight.double().T + bias.double()
-    return float((logits.argmax(1) == test.labels).double().mean()), "head"
+    return head_accuracy(test, run.head_layer, *run.head()), "head"
 
 
 def id_collapse(cfg: Namespace, run: Run, spec: DatasetSpec, layers: list[str]) -> dict[str, dict[str, float]]:
