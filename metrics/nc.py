@@ -17,8 +17,11 @@ onto a simplex ETF whose classifier rows equal the centred means and b = 0):
     nc1_cdnv       mean over c < c' of (var_c + var_c') / (2 ||mu_c - mu_c'||^2),
                    var_c = mean over class c of ||h - mu_c||^2
                    [Galanti, Gyorgy & Hutter, ICLR 2022, class-distance normalized variance].
-    vci            1 - Tr(Sigma_T^+ Sigma_B) / r; lower = more collapse
-                   [Xu & Liu, ICML 2023, variability collapse index].
+    vci            1 - Tr(Sigma_T^+ Sigma_B) / r, in [0, 1]; lower = more collapse
+                   [Xu & Liu, ICML 2023, variability collapse index]. Rounding can take the
+                   difference a few ulps outside [0, 1] (at collapse Tr/r is 1 up to ~1e-15);
+                   values within ROUNDING_TOL of the interval are clamped into it, anything
+                   further out is returned as computed.
     nc2_equinorm   std(||mu_c - mu_G||) / mean(||mu_c - mu_G||), std with ddof=1 [Papyan et al., NC2].
     nc2_equiangle  mean over c != c' of |cos(mu_c - mu_G, mu_c' - mu_G) + 1/(C-1)| [Papyan et al., NC2].
     nc2_etf_error  || G/||G||_F - (I - 11^T/C)/sqrt(C-1) ||_F with G = Mc Mc^T
@@ -58,10 +61,13 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PINV_RTOL", "NCStats", "ClassStats", "NCCAccumulator", "nc_metrics", "nc_metrics_from_stats"]
+__all__ = ["PINV_RTOL", "ROUNDING_TOL", "NCStats", "ClassStats", "NCCAccumulator", "nc_metrics", "nc_metrics_from_stats"]
 
 PINV_RTOL = 1e-10
 """Eigenvalues below PINV_RTOL * (largest eigenvalue) count as zero in the pseudo-inverses."""
+ROUNDING_TOL = 1e-9
+"""A metric bounded by its formula (vci in [0, 1]) is clamped into its bounds when rounding puts it
+at most this far outside them."""
 
 _CHUNK_ROWS = 8192  # rows per pass in nc_metrics: bounds the float64 copy of in-memory features
 
@@ -303,6 +309,15 @@ def _trace_pinv_product(inverted: torch.Tensor, other: torch.Tensor, keep: int) 
     return float(((evecs.T @ other * evecs.T).sum(dim=1) / evals).sum())
 
 
+def _clamp_rounding(value: float, low: float, high: float) -> float:
+    """``value`` clamped into [low, high] when it lies at most ROUNDING_TOL outside; otherwise unchanged."""
+    if low - ROUNDING_TOL <= value < low:
+        return low
+    if high < value <= high + ROUNDING_TOL:
+        return high
+    return value
+
+
 def nc_metrics_from_stats(stats: NCStats, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                           ncc_mismatch: float | None = None) -> dict[str, float]:
     """Neural-collapse metrics from `ClassStats.compute()`; formulas and sources in the module docstring.
@@ -329,7 +344,7 @@ def nc_metrics_from_stats(stats: NCStats, weight: torch.Tensor | None = None, bi
     out = {
         "nc1": _trace_pinv_product(stats.sigma_b, stats.sigma_w, rank) / c,
         "nc1_cdnv": float(cdnv),
-        "vci": 1.0 - _trace_pinv_product(sigma_t, stats.sigma_b, d) / rank,
+        "vci": _clamp_rounding(1.0 - _trace_pinv_product(sigma_t, stats.sigma_b, d) / rank, 0.0, 1.0),
         "nc2_equinorm": _equinorm(centred),
         "nc2_equiangle": _equiangle(centred),
         "nc2_etf_error": _etf_error(centred @ centred.T),

@@ -142,6 +142,28 @@ def test_metrics_grow_with_within_class_noise():
     assert runs[0]["vci"] > 0
 
 
+def test_vci_stays_in_its_bounds_at_collapse():
+    # near-perfect collapse puts Tr(Sigma_T^+ Sigma_B) / r within a few ulps of 1: on many CPUs the
+    # plain difference 1 - Tr/r comes out a few 1e-16 below 0 for some of these draws
+    values = []
+    for seed in range(60):
+        g = torch.Generator().manual_seed(seed)
+        c, d = int(torch.randint(2, 12, (1,), generator=g)), int(torch.randint(2, 40, (1,), generator=g))
+        means = 5.0 * torch.randn(c, d, generator=g, dtype=torch.float64)
+        labels = torch.arange(c).repeat(7)
+        feats = means[labels] + 1e-7 * torch.randn(len(labels), d, generator=g, dtype=torch.float64)
+        values.append(nc_metrics(feats, labels, c)["vci"])
+    assert all(0.0 <= v <= 1.0 for v in values), min(values)
+    assert max(values) < 1e-12  # clamping rounding, not hiding a real value
+
+
+def test_clamp_rounding_leaves_real_excursions_visible():
+    from metrics.nc import ROUNDING_TOL, _clamp_rounding
+    assert _clamp_rounding(-3e-14, 0.0, 1.0) == 0.0 and _clamp_rounding(1.0 + 3e-14, 0.0, 1.0) == 1.0
+    assert _clamp_rounding(-10 * ROUNDING_TOL, 0.0, 1.0) == -10 * ROUNDING_TOL
+    assert _clamp_rounding(0.25, 0.0, 1.0) == 0.25
+
+
 def test_vci_invariant_to_invertible_linear_map():
     torch.manual_seed(0)
     c, d = 7, 10

@@ -27,6 +27,14 @@ def run_cli(args, **kwargs):
                           capture_output=True, text=True, timeout=300, **kwargs)
 
 
+def failure_excerpt(stderr: str) -> str:
+    """What a failed multi-process run printed that names its cause (torchrun's own summary only says
+    which rank died): error, abort and traceback lines of every rank, then the tail."""
+    marks = ("error", "terminate called", "what()", "abort", "traceback", "exception")
+    causes = [line for line in stderr.splitlines() if any(m in line.lower() for m in marks)]
+    return "\n".join(causes[:40]) + "\n--- tail ---\n" + stderr[-1500:]
+
+
 def log_records(save_dir, name="model"):
     return [json.loads(l) for l in (Path(save_dir) / f"{name}.log.jsonl").read_text().splitlines()]
 
@@ -75,7 +83,7 @@ def test_two_process_distributed_run_on_cpu(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "pretrain.py"), *TINY, *NC, "--max_per_class", "20", "--epochs", "2", "--save_dir", str(tmp_path)]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, failure_excerpt(result.stderr)
     assert "x 2 processes" in result.stdout
     ckpt = load_checkpoint(tmp_path / "model.pth")
     assert ckpt["epoch"] == 2 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
