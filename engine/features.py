@@ -13,7 +13,8 @@ Batches stream to a sink, so a dataset's features never need to sit in memory at
 :class:`FeatureCache` keeps one directory per (checkpoint content, dataset, transform, storage
 dtype) holding ``meta.json``, ``labels.npy`` and one ``<layer>.npy`` per layer (N x D). New
 layers are extracted into a temporary directory and moved in only when complete, so an
-interrupted extraction never leaves a layer that looks valid. A miss extracts every layer of the
+interrupted extraction never leaves a layer that looks valid (and the next process removes the
+folder it left, see :func:`engine.io.remove_stale_temps`). A miss extracts every layer of the
 model in that one pass (pooled features are small), so later requests for the same key are hits.
 """
 from __future__ import annotations
@@ -25,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from engine import checkpoint as ckpt_io
 from engine.distributed import pick_device
 from engine.errors import UserError
-from engine.io import atomic_write_text
+from engine.io import atomic_write_text, make_temp_dir, tidy
 from engine.progress import progress
 
 CACHE_FORMAT = 1          # bump when pooling or the file layout changes: every key changes with it
@@ -351,6 +351,7 @@ class FeatureCache:
         ``num_classes``, when given, must be the dataset's class count (checked before anything runs)."""
         import data
 
+        tidy(self.cache_dir)  # extraction folders of killed processes
         names = _as_layer_list(layers)
         for name in names:
             layer_file(name)
@@ -390,7 +391,7 @@ class FeatureCache:
         """Run the model once over ``dataset`` for ``layers`` and every other layer the entry lacks
         (pooled features are small next to the forward pass, and every evaluator then hits the cache)."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=self.cache_dir))
+        tmp = make_temp_dir(self.cache_dir, key[:16])
         try:
             model = ckpt_io.model_from_checkpoint(checkpoint_path, device=device)
             layers = list(dict.fromkeys(layers + [n for n in model.named_layers() if n not in stored]))
