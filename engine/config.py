@@ -3,10 +3,25 @@
 Every key of an entry point's defaults is also a flag (``--key value``; booleans as
 ``--key`` / ``--no-key``; lists as ``--key a b c``). YAML files are read with
 ``yaml.safe_load`` and may only set known keys, so a typo is an error, not a silent no-op.
+
+Every value, from a YAML file or a flag, goes through one typed check, :func:`check_value`, for
+the key's type (its default's type, or the entry point's ``types``):
+
+- ``bool``: a YAML boolean, or the string ``true`` / ``false`` (any case); anything else is an error
+  (a quoted ``"false"`` is false, not a non-empty and therefore true string);
+- ``int``: an integer (``1.5`` and ``2.0`` are errors); ``float``: any finite number, also written as
+  a string (YAML reads ``1e-3`` as one);
+- ``str``: a string, or a number taken as its text (a YAML boolean is an error: quote it);
+- ``list[T]``: a list (YAML) or the flag's values, each element checked as ``T``;
+- ``None`` (YAML ``null``, or ``none`` / ``null`` as text) only for keys whose default is ``None``.
+
+A mistake is one line naming the file or flag, the key, the value and what it must be; so is an
+unknown flag or a flag without its value (argparse's usage text is not printed).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import typing
 from pathlib import Path
@@ -37,39 +52,134 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _add_flag(parser: argparse.ArgumentParser, key: str, default: Any, kind: type | None,
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one-line :class:`ConfigError` s instead of usage text and exit 2."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message}; see --help")
+
+
+_NONE_TEXT = ("none", "null", "")
+
+
+def _kind_name(kind) -> str:
+    if typing.get_origin(kind) is list:
+        elem = typing.get_args(kind)[0]
+        return "a list of " + {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(
+            elem, f"{elem.__name__} values")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)
+
+
+def check_value(value: Any, kind, nullable: bool = False) -> Any:
+    """``value`` as type ``kind`` (``bool``, ``int``, ``float``, ``str`` or ``list[T]``), by the rules of
+    the module doc; ``ValueError`` with the reason when it is not one."""
+    if value is None or (nullable and isinstance(value, str) and value.strip().lower() in _NONE_TEXT):
+        if nullable:
+            return None
+        raise ValueError(f"must be {_kind_name(kind)}, not null")
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"must be {_kind_name(kind)} (in YAML: [a, b] or one '- a' line each), got {value!r}")
+        elem = typing.get_args(kind)[0]
+        checked = []
+        for i, item in enumerate(value):
+            try:
+                checked.append(check_value(item, elem))
+            except ValueError as exc:
+                raise ValueError(f"element {i} {exc}") from None
+        return checked
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+    elif kind is float:
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                pass
+        if number is not None:
+            if math.isfinite(number):
+                return number
+            raise ValueError(f"must be a finite number, got {value!r}")
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, bool):
+            raise ValueError(f"must be a string, got the YAML boolean {str(value).lower()} (quote it)")
+    else:
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"must be {_kind_name(kind)}, got {value!r}")
+
+
+def _key_kind(key: str, defaults: dict[str, Any], types: dict[str, Any]):
+    """The type of ``key``: ``types[key]``, else its default's (a list default: ``list[type of its
+    first element]``, ``list[str]`` when empty), ``str`` for a ``None`` default without a type."""
+    kind = types.get(key)
+    default = defaults[key]
+    if kind is list:
+        kind = list[str]
+    if kind is None:
+        if isinstance(default, (list, tuple)):
+            kind = list[type(default[0]) if default else str]
+        elif default is None:
+            kind = str
+        else:
+            kind = type(default)
+    return kind
+
+
+def _flag_type(key: str, kind, nullable: bool):
+    def convert(text: str):
+        try:
+            return check_value(text, kind, nullable)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = key
+    return convert
+
+
+def _add_flag(parser: argparse.ArgumentParser, key: str, default: Any, kind, nullable: bool,
               aliases: Sequence[str], help_text: str | None) -> None:
     names = [f"--{key}", *aliases]
     help_text = help_text or " "  # ArgumentDefaultsHelpFormatter appends the default
     if typing.get_origin(kind) is list:
-        parser.add_argument(*names, dest=key, default=default, nargs="*", type=typing.get_args(kind)[0], help=help_text)
-    elif kind is bool or isinstance(default, bool):
+        parser.add_argument(*names, dest=key, default=default, nargs="*",
+                            type=_flag_type(key, typing.get_args(kind)[0], False), help=help_text)
+    elif kind is bool:
         parser.add_argument(*names, dest=key, default=default, action=argparse.BooleanOptionalAction, help=help_text)
-    elif isinstance(default, (list, tuple)) or kind is list:
-        elem = type(default[0]) if default else str
-        parser.add_argument(*names, dest=key, default=default, nargs="*", type=elem, help=help_text)
     else:
-        ftype = kind or (type(default) if default is not None else str)
-        parser.add_argument(*names, dest=key, default=default, type=_nullable(ftype), help=help_text)
-
-
-def _nullable(ftype: type):
-    def convert(text: str):
-        if text.lower() in ("none", "null", ""):
-            return None
-        return ftype(text)
-    convert.__name__ = ftype.__name__
-    return convert
+        parser.add_argument(*names, dest=key, default=default, type=_flag_type(key, kind, nullable), help=help_text)
 
 
 def parse_config(defaults: dict[str, Any], argv: Sequence[str] | None = None, *, description: str = "",
                  aliases: dict[str, Sequence[str]] | None = None, types: dict[str, type] | None = None,
                  helps: dict[str, str] | None = None) -> argparse.Namespace:
     """Resolve a configuration. ``defaults`` fixes the keys; ``types`` gives the type of keys
-    whose default is ``None`` (otherwise ``str``); ``aliases`` adds short flags (``-b``)."""
+    whose default is ``None`` (otherwise ``str``); ``aliases`` adds short flags (``-b``).
+    Every value is checked by :func:`check_value` (a mistake is a one-line :class:`ConfigError`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     aliases, types, helps = aliases or {}, types or {}, helps or {}
-    pre = argparse.ArgumentParser(add_help=False)
+    kinds = {key: _key_kind(key, defaults, types) for key in defaults}
+    nullable = {key: defaults[key] is None for key in defaults}
+    pre = _Parser(add_help=False)
     pre.add_argument("--config", action="append", default=[])
     known, _ = pre.parse_known_args(argv)
 
@@ -78,17 +188,16 @@ def parse_config(defaults: dict[str, Any], argv: Sequence[str] | None = None, *,
         for key, value in load_yaml(path).items():
             if key not in defaults:
                 raise ConfigError(f"config file {path} sets unknown key '{key}'; valid keys: {', '.join(sorted(defaults))}")
-            merged[key] = value
+            try:
+                merged[key] = check_value(value, kinds[key], nullable[key])
+            except ValueError as exc:
+                raise ConfigError(f"config file {path}: {key} {exc}") from None
 
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", action="append", default=[], metavar="YAML",
                         help="YAML file(s) of key: value defaults; later files and flags override earlier ones")
     for key, default in merged.items():
-        kind = types.get(key)
-        if kind is None and defaults[key] is not None and not isinstance(defaults[key], (list, tuple)):
-            kind = type(defaults[key])
-        _add_flag(parser, key, default, kind, aliases.get(key, ()), helps.get(key))
+        _add_flag(parser, key, default, kinds[key], nullable[key], aliases.get(key, ()), helps.get(key))
     return parser.parse_args(argv)
 
 

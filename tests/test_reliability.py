@@ -110,3 +110,82 @@ def test_unnamed_temporaries_of_older_versions_go_once_untouched_for_a_day(tmp_p
     os.utime(unrelated, (two_days_ago, two_days_ago))
     assert sorted(p.name for p in io_.remove_stale_temps(tmp_path)) == sorted([old_file.name, old_dir.name])
     assert hidden(tmp_path) == {fresh.name, unrelated.name}
+
+
+# --------------------------------------------------------------------------- typed configuration values
+
+DEFAULTS = dict(lr=0.01, epochs=3, name="run", augmentation=True, classes=None, data=None, milestones=[])
+TYPES = {"classes": list[int], "data": str, "milestones": list[int]}
+
+
+def from_yaml(tmp_path, text, *flags):
+    from engine.config import parse_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return parse_config(DEFAULTS, ["--config", str(path), *flags], types=TYPES)
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ('augmentation: "false"', "augmentation", False),   # a non-empty string used to be true
+    ("augmentation: 'True'", "augmentation", True),
+    ("augmentation: false", "augmentation", False),
+    ("lr: 1e-3", "lr", 1e-3),                           # YAML reads 1e-3 as a string
+    ("lr: 1", "lr", 1.0),
+    ("epochs: '7'", "epochs", 7),
+    ("name: 2024", "name", "2024"),
+    ("classes: [0, '2', 5]", "classes", [0, 2, 5]),
+    ("classes: null", "classes", None),
+    ("data: None", "data", None),
+    ("milestones: []", "milestones", []),
+])
+def test_yaml_values_are_converted_by_the_type_of_their_key(tmp_path, text, key, value):
+    got = getattr(from_yaml(tmp_path, text), key)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs: 1.5", "epochs must be an integer, got 1.5"),
+    ("epochs: 2.0", "epochs must be an integer, got 2.0"),
+    ("epochs: null", "epochs must be an integer, not null"),
+    ("augmentation: 'maybe'", "augmentation must be true or false, got 'maybe'"),
+    ("augmentation: 1", "augmentation must be true or false, got 1"),
+    ("lr: .nan", "lr must be a finite number"),
+    ("lr: fast", "lr must be a number, got 'fast'"),
+    ("name: no", "name must be a string, got the YAML boolean false (quote it)"),
+    ("classes: 3", "classes must be a list of integers"),
+    ("classes: [0, 1.5]", "classes element 1 must be an integer, got 1.5"),
+    ("milestones: [1, null]", "milestones element 1 must be an integer, not null"),
+])
+def test_wrong_yaml_values_are_one_line_errors_naming_file_and_key(tmp_path, text, message):
+    from engine.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        from_yaml(tmp_path, text)
+    assert message in str(info.value) and "c.yaml" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "1.5"], "argument --epochs: must be an integer, got '1.5'"),
+    (["--lr", "none"], "argument --lr: must be a number, got 'none'"),
+    (["--classes", "0", "x"], "argument --classes: must be an integer, got 'x'"),
+    (["--epochz", "3"], "unrecognized arguments: --epochz 3"),
+    (["--lr"], "argument --lr: expected one argument"),
+])
+def test_wrong_flags_are_one_line_errors(tmp_path, flags, message):
+    from engine.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        from_yaml(tmp_path, "{}", *flags)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_yaml_typo_in_a_pretraining_config_is_one_line_and_writes_nothing(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 1.5\n")
+    result = subprocess.run([sys.executable, str(ROOT / "pretrain.py"), "--config", str(config),
+                             "--save_dir", str(tmp_path / "run")], cwd=ROOT, env=PYTHON_ENV, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: config file {config}: epochs must be an integer, got 1.5"]
+    assert not (tmp_path / "run").exists()
