@@ -18,6 +18,7 @@ from data import DatasetSpec, parse_spec
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
 from engine.features import FeatureSet, get_features
+from engine.features import resolve_layers as resolve_module_layers
 from engine.probe import ProbeResult, train_probe
 from metrics.accuracy import topk_accuracy
 from nc_control import NCConfig
@@ -33,8 +34,9 @@ EVAL_HELP = {
     "names": "display names for the checkpoints (default: their file names)",
     "dataset": "the in-distribution dataset spec, [label=]name[:key=value,...], e.g. fashion_mnist:classes=0-5",
     "data": "root folder of the in-distribution dataset (when its spec has no root=)",
-    "layers": "named layers to evaluate (default: each stage output, the encoder and the projector; "
-              "'classifier', the logits, only when named)",
+    "layers": "layers to evaluate: named layers (last_conv, encoder, projector_raw, projector, ...) or dotted "
+              "module paths (encoder.layer4.1.conv2); default: every named layer ('classifier', the logits, "
+              "only when named)",
     "cache_dir": "where extracted features are cached (reused by every evaluator)",
     "out_dir": "where tables and figures are written",
     "float16": "store cached features as float16 (half the disk; metrics still run in float64)",
@@ -73,12 +75,15 @@ class Run:
         """The model's own classifier (W: C x D, b: C)."""
         return self.state_dict["classifier.weight"].float(), self.state_dict["classifier.bias"].float()
 
-    def layer_names(self) -> list[str]:
-        """Every hookable layer, in depth order, without the classifier's logits."""
+    def skeleton(self) -> torch.nn.Module:
+        """The checkpoint's architecture on the meta device (no weights, no memory): for layer names."""
         from models import build_model
         with torch.device("meta"):
-            model = build_model(**self.model_kwargs)
-        return [name for name in model.named_layers() if name != "classifier"]
+            return build_model(**self.model_kwargs)
+
+    def layer_names(self) -> list[str]:
+        """Every named layer, in depth order, without the classifier's logits."""
+        return [name for name in self.skeleton().named_layers() if name != "classifier"]
 
 
 def open_runs(cfg: Namespace) -> list[Run]:
@@ -117,17 +122,24 @@ def features(cfg: Namespace, run: Run, spec: DatasetSpec, split: str, layers: li
                         num_classes=run.num_classes if check_classes else None)
 
 
+PROJECTOR_LAYERS = ("projector_raw", "projector")
+
+
 def resolve_layers(cfg: Namespace, run: Run, default: list[str] | None = None) -> list[str]:
-    """``--layers`` (default: ``default``, else every layer but the logits). The logits layer
+    """``--layers`` (default: ``default``, else every named layer but the logits): named layers or
+    dotted module paths (``encoder.layer4.1.conv2``). The projector layers are skipped for a model
+    without a projector (a baseline), so one layer list serves both. The logits layer
     ``classifier`` is never a default but may be named, e.g. DDU's GMM on the logits."""
     available = run.layer_names()
     wanted = list(cfg.layers) or (default if default is not None else available)
-    wanted = [layer for layer in wanted if layer != "projector" or run.has_projector]  # baselines have none
-    allowed = available + ["classifier"] if cfg.layers else available
-    unknown = [layer for layer in wanted if layer not in allowed]
-    if unknown:
-        raise UserError(f"{run.name} has no layer(s) {', '.join(unknown)}; its layers are: {', '.join(available)} "
-                        f"(and classifier, the logits, when named in --layers)")
+    wanted = [layer for layer in wanted if layer not in PROJECTOR_LAYERS or run.has_projector]
+    if not wanted:
+        raise UserError(f"{run.name} has none of the layers {', '.join(cfg.layers or default or [])}; "
+                        f"its named layers are: {', '.join(available)}")
+    try:
+        resolve_module_layers(run.skeleton(), wanted)
+    except UserError as exc:
+        raise UserError(f"{run.name}: {exc}") from None
     return wanted
 
 

@@ -1,7 +1,9 @@
 """Layer-wise feature extraction (one forward pass per image) and its on-disk cache.
 
-:func:`extract` hooks the requested layers of ``model.named_layers()`` and pools each output
-to one vector per image:
+:func:`extract` hooks the requested layers and pools each output to one vector per image. A
+layer is a named layer of ``model.named_layers()`` (``encoder``, ``last_conv``,
+``projector_raw``, ...) or the dotted path of any module (``encoder.layer4.1.conv2``), one
+mechanism for both (:func:`resolve_layers`):
 
 - a conv map ``B x C x H x W`` -> global average pool, ``f_c = 1/(HW) sum_{h,w} x_{c,h,w}``;
 - a token map ``B x N x D`` -> mean over the tokens after dropping the model's
@@ -11,15 +13,17 @@ to one vector per image:
 Batches stream to a sink, so a dataset's features never need to sit in memory at once.
 
 :class:`FeatureCache` keeps one directory per (checkpoint content, dataset, transform, storage
-dtype) holding ``meta.json``, ``labels.npy`` and one ``<layer>.npy`` per layer (N x D). New
-layers are extracted into a temporary directory and moved in only when complete, so an
-interrupted extraction never leaves a layer that looks valid (and the next process removes the
-folder it left, see :func:`engine.io.remove_stale_temps`). A miss extracts every layer of the
-model in that one pass (pooled features are small), so later requests for the same key are hits.
+dtype) holding ``meta.json``, ``labels.npy`` and one ``<layer>.npy`` per layer (N x D; a dotted path
+is its own file name, ``encoder.layer4.1.conv2.npy``). New layers are extracted into a
+temporary directory and moved in only when complete, so an interrupted extraction never leaves
+a layer that looks valid (and the next process removes the folder it left, see
+:func:`engine.io.remove_stale_temps`). A miss extracts every named layer of the model (plus the
+requested module paths) in that one pass (pooled features are small), so later requests are hits.
 """
 from __future__ import annotations
 
 import datetime
+import difflib
 import hashlib
 import inspect
 import json
@@ -55,15 +59,46 @@ def _as_layer_list(layers: str | Sequence[str]) -> list[str]:
     return list(OrderedDict.fromkeys(names))
 
 
+def module_paths(model: nn.Module) -> dict[int, str]:
+    """``id(module) -> dotted path`` in ``model.named_modules()`` (the first path of a shared module)."""
+    paths: dict[int, str] = {}
+    for path, module in model.named_modules():
+        paths.setdefault(id(module), path)
+    return paths
+
+
 def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> OrderedDict[str, nn.Module]:
-    """The modules of ``model.named_layers()`` named in ``layers`` (in the requested order);
-    an unknown name is a UserError listing the valid ones."""
-    available = model.named_layers()
+    """The modules to hook for ``layers``, in the requested order.
+
+    A name is either a named layer of ``model.named_layers()`` (``encoder``, ``last_conv``,
+    ``projector``, ...; these win) or the dotted path of any module in ``model.named_modules()``
+    (``encoder.layer4.1.conv2``); either way the module's output is pooled by :func:`pool_output`.
+    An unknown name is a UserError listing the named layers and the closest module paths."""
+    named = model.named_layers()
+    modules = dict(model.named_modules())
     names = _as_layer_list(layers)
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise UserError(f"unknown layer(s) {', '.join(unknown)}; this model has: {', '.join(available)}")
-    return OrderedDict((n, available[n]) for n in names)
+    resolved: OrderedDict[str, nn.Module] = OrderedDict()
+    for name in names:
+        module = named.get(name, modules.get(name) if name else None)
+        if module is None:
+            close = difflib.get_close_matches(name, [*named, *[p for p in modules if p]], n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise UserError(f"unknown layer {name!r}{hint}; named layers: {', '.join(named)}; or the dotted "
+                            f"path of any module of the model, e.g. {_example_path(model, named)}")
+        resolved[name] = module
+    return resolved
+
+
+def _example_path(model: nn.Module, named: dict) -> str:
+    paths = module_paths(model)
+    module = named.get("last_conv", next(iter(named.values()), None))
+    return paths.get(id(module), "encoder")
+
+
+def describe_layers(model: nn.Module, layers: str | Sequence[str]) -> dict[str, str]:
+    """``layer name -> the dotted module path it hooks`` (``last_conv -> encoder.layer4.1.conv2``)."""
+    paths = module_paths(model)
+    return {name: paths.get(id(module), name) for name, module in resolve_layers(model, layers).items()}
 
 
 def num_prefix_tokens(model: nn.Module) -> int:
@@ -77,8 +112,8 @@ def num_prefix_tokens(model: nn.Module) -> int:
 
 
 def pool_output(output: torch.Tensor, prefix_tokens: int = 0) -> torch.Tensor:
-    """One float32 vector per sample: GAP of a 4-D map, token mean (after ``prefix_tokens``) of a
-    3-D map, a 2-D output unchanged."""
+    """One float32 vector per sample (a new tensor): GAP of a 4-D map, token mean (after
+    ``prefix_tokens``) of a 3-D map, a 2-D output as it is."""
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"a hooked layer returned {type(output).__name__}; feature layers must return a tensor")
     out = output.float()
@@ -86,8 +121,8 @@ def pool_output(output: torch.Tensor, prefix_tokens: int = 0) -> torch.Tensor:
         return out.mean(dim=(2, 3))
     if out.dim() == 3:
         return out[:, prefix_tokens:].mean(dim=1)
-    if out.dim() == 2:
-        return out
+    if out.dim() == 2:  # a copy: later in-place ops of the forward pass must not reach it
+        return out.clone() if out is output else out
     raise ValueError(f"cannot pool a layer output of shape {tuple(output.shape)}; expected 2-, 3- or 4-D")
 
 
@@ -165,8 +200,9 @@ def _batches(loader_or_dataset: DataLoader | Dataset, batch_size: int, num_worke
 def extract(model: nn.Module, loader_or_dataset: DataLoader | Dataset, layers: str | Sequence[str], *,
             device: str | torch.device = "auto", batch_size: int = 256, num_workers: int = 0,
             show_progress: bool = True, sink=None, float16: bool = False):
-    """Run ``model`` once over every image and hand each batch's pooled features of ``layers`` to
-    ``sink`` (default: a :class:`MemorySink`), which is returned.
+    """Run ``model`` once over every image and hand each batch's pooled features of ``layers``
+    (named layers or dotted module paths, see :func:`resolve_layers`) to ``sink`` (default: a
+    :class:`MemorySink`), which is returned.
 
     A sink has ``write(start, features: dict[layer -> B x D CPU tensor], labels: B LongTensor)``,
     called in sample order, and ``close(num_samples)``. The model runs in eval mode under
@@ -186,6 +222,9 @@ def extract(model: nn.Module, loader_or_dataset: DataLoader | Dataset, layers: s
 
     def hook_for(name: str):
         def hook(_module, _inputs, output):
+            if name in captured:
+                raise UserError(f"layer {name!r} runs more than once per forward pass (a module called at several "
+                                f"places); hook a module that runs once, e.g. its parent")
             captured[name] = pool_output(output, prefix).to(out_dtype)
         return hook
 
@@ -388,8 +427,9 @@ class FeatureCache:
     def _extract_into(self, key: str, meta: dict, dataset, layers: list[str], stored: list[str],
                       checkpoint_path: Path, device: torch.device, batch_size: int, num_workers: int,
                       show_progress: bool) -> None:
-        """Run the model once over ``dataset`` for ``layers`` and every other layer the entry lacks
-        (pooled features are small next to the forward pass, and every evaluator then hits the cache)."""
+        """Run the model once over ``dataset`` for ``layers`` (named layers or module paths) and every
+        other named layer the entry lacks (pooled features are small next to the forward pass, and
+        every evaluator then hits the cache). Each layer's meta records the module path it hooked."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = make_temp_dir(self.cache_dir, key[:16])
         try:
@@ -398,7 +438,8 @@ class FeatureCache:
             sink = MemmapSink(tmp, len(dataset), meta["dtype"])
             extract(model, dataset, layers, device=device, batch_size=batch_size, num_workers=num_workers,
                     show_progress=show_progress, sink=sink, float16=meta["dtype"] == "float16")
-            meta["layers"] = {name: {"dim": sink.dims[name]} for name in layers}
+            paths = describe_layers(model, layers)
+            meta["layers"] = {name: {"dim": sink.dims[name], "module": paths[name]} for name in layers}
             self._publish(tmp, self.entry_path(key), meta)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -445,5 +486,5 @@ def get_features(checkpoint_path: str | Path, dataset_spec: dict, layers: str | 
 
 
 __all__ = ["CACHE_FORMAT", "FeatureCache", "FeatureSet", "MemmapSink", "MemorySink", "cache_key",
-           "describe_transform", "extract", "get_features", "layer_file", "normalize_spec", "num_prefix_tokens",
+           "describe_layers", "describe_transform", "module_paths", "extract", "get_features", "layer_file", "normalize_spec", "num_prefix_tokens",
            "pool_output", "resolve_device", "resolve_layers"]

@@ -7,7 +7,10 @@ Widths: stage channels ``int(c * width)`` for c = 64, 128, 256, 512, so
 ``embed_dim = int(512 * width)`` (width 1.0 -> 512, 0.25 -> 128).
 With ``norm='gn_ws'`` the last GroupNorm of every residual branch starts at zero, as in the
 official NC-controlled ResNets; with ``norm='bn'`` all norm weights start at one.
-Hookable stages: ``layer1`` .. ``layer4`` (B x C x H x W).
+Hookable stages: ``layer1`` .. ``layer4`` (B x C x H x W); :meth:`ResNetEncoder.last_conv` is the
+second convolution of the last block (``layer4.1.conv2`` for ResNet-18, ``layer4.2.conv2`` for
+ResNet-34), whose output, before its norm, the residual add and the activation, the official
+evaluation hooks.
 
 Options of the DDU ResNets (Mukhoti et al., "Deep Deterministic Uncertainty", CVPR 2023; used
 by Haas, Yolland & Rabus, TMLR, for their L2-normalized-feature ResNets). DDU's ``mod`` flag is
@@ -118,6 +121,10 @@ class ResNetEncoder(nn.Module):
 
     def stages(self) -> "OrderedDict[str, nn.Module]":
         return OrderedDict((f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, 5))
+
+    def last_conv(self) -> nn.Module:
+        """The last convolution of the backbone: ``conv2`` of the last block of ``layer4``."""
+        return self.layer4[-1].conv2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

@@ -9,7 +9,10 @@ int(512 * width)``. The max-pools round up (``ceil_mode=True``), which equals th
 floor pooling whenever the size is divisible by 32 (224 px -> 7x7, 32 px -> 1x1) and keeps
 28 px inputs valid (-> 1x1). CIFAR-style VGGs keep all five pools, so ``stem='cifar'`` and
 ``stem='imagenet'`` build the same network.
-Hookable stages: ``block1`` .. ``block5`` (B x C x H x W, each after its max-pool).
+Hookable stages: ``block1`` .. ``block5`` (B x C x H x W, each after its max-pool);
+:meth:`VGGEncoder.last_conv` is the last convolution of ``block5`` (``block5.9``), the layer the
+official code hooks as ``features.49`` (its flat ``features`` list holds the same modules in the
+same order: 3 per conv layer, 1 per max-pool, so the 16th convolution is entry 49).
 """
 from __future__ import annotations
 
@@ -44,6 +47,11 @@ class VGGEncoder(nn.Module):
 
     def stages(self) -> "OrderedDict[str, nn.Module]":
         return OrderedDict((f"block{i}", getattr(self, f"block{i}")) for i in range(1, self.num_blocks + 1))
+
+    def last_conv(self) -> nn.Module:
+        """The last convolution of the backbone (in the last block, before its norm and ReLU)."""
+        last_block = getattr(self, f"block{self.num_blocks}")
+        return [m for m in last_block if isinstance(m, nn.Conv2d)][-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.stages().values():

@@ -89,15 +89,33 @@ class ControlledNet(nn.Module):
         return self.nc.head_layer
 
     def named_layers(self) -> "OrderedDict[str, nn.Module]":
-        """Hookable layers in depth order: the encoder stages, ``'encoder'`` (output B x embed_dim),
-        ``'projector'`` (L2-normalized, B x output_dim; only with a projector), ``'head_input'``
-        (the L2-normalized embedding; only with ``l2_features``), ``'classifier'`` (output: the logits)."""
-        layers = OrderedDict(self.encoder.stages())
-        for reserved in ("encoder", "projector", "head_input", "classifier"):
-            if reserved in layers:
+        """Hookable layers in the order they run:
+
+        - the encoder stages (``layer1`` .. ``layer4``, ``block1`` .. ``block5``, ``block0`` .. ``block11``);
+        - ``'last_conv'`` (CNNs, from ``encoder.last_conv()``): the output of the backbone's last
+          convolution, before its norm, the residual add and the activation; it runs inside the
+          last stage and is listed just before it. The official evaluation's hook point;
+        - ``'encoder'``: the pooled embedding, B x embed_dim (what the entropy term sees);
+        - ``'projector_raw'`` and ``'projector'`` (only with a projector): the projector output
+          before and after its L2 normalization, B x output_dim;
+        - ``'head_input'`` (the L2-normalized embedding; only with ``l2_features``);
+        - ``'classifier'`` (output: the logits).
+
+        Any other module is reachable by its dotted path in ``named_modules()`` (see
+        :func:`engine.features.resolve_layers`); these names are aliases that hold across backbones.
+        """
+        stages = OrderedDict(self.encoder.stages())
+        for reserved in ("last_conv", "encoder", "projector_raw", "projector", "head_input", "classifier"):
+            if reserved in stages:
                 raise ValueError(f"encoder stage name {reserved!r} clashes with a ControlledNet layer name")
+        last_conv = self.encoder.last_conv() if callable(getattr(self.encoder, "last_conv", None)) else None
+        layers = OrderedDict(list(stages.items())[:-1])
+        if last_conv is not None:
+            layers["last_conv"] = last_conv
+        layers.update(list(stages.items())[-1:])
         layers["encoder"] = self.encoder_out
         if self.projector_out is not None:
+            layers["projector_raw"] = self.projector
             layers["projector"] = self.projector_out
         if self.head_input is not None:
             layers["head_input"] = self.head_input

@@ -20,8 +20,8 @@ def test_two_checkpoints_every_layer_tables_and_figure(tmp_path, tiny_ckpts):
             "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path / "out"), *COMMON]
     rows = eval_nc.main(args)
     layers = {m: [r["layer"] for r in rows if r["model"] == m] for m in ("base", "ours")}
-    assert layers["base"] == ["layer1", "layer2", "layer3", "layer4", "encoder"]
-    assert layers["ours"] == layers["base"] + ["projector"]
+    assert layers["base"] == ["layer1", "layer2", "layer3", "last_conv", "layer4", "encoder"]
+    assert layers["ours"] == layers["base"] + ["projector_raw", "projector"]
     head_rows = [r for r in rows if r["classifier"] == "model"]
     assert [(r["model"], r["layer"]) for r in head_rows] == [("base", "encoder"), ("ours", "projector")]
     assert all("nc4" in r and 0 <= r["nc4"] <= 1 for r in head_rows)

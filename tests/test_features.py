@@ -93,8 +93,8 @@ def test_extract_matches_direct_forward_and_removes_hooks(dataset, images):
 
     half = extract(model, dataset, "encoder", device="cpu", batch_size=20, show_progress=False, float16=True)
     assert half.features["encoder"].dtype == torch.float16
-    with pytest.raises(UserError, match="unknown layer.*layer5.*this model has: layer1, layer2, layer3, layer4, "
-                                        "encoder, projector, classifier"):
+    with pytest.raises(UserError, match="unknown layer 'layer5' .*named layers: layer1, layer2, layer3, last_conv, "
+                                        "layer4, encoder, projector_raw, projector, classifier; or the dotted path"):
         extract(model, dataset, ["encoder", "layer5"], device="cpu")
     with pytest.raises(OSError, match="cannot read image 20"):
         extract(model, FailingAt(dataset, 20), ["encoder"], device="cpu", batch_size=8, show_progress=False)
@@ -153,9 +153,11 @@ def test_cache_stores_exact_features_and_a_hit_never_runs_the_model(tmp_path, ck
     assert fs.num_classes == 6 and len(fs) == 48
     meta = json.loads((fs.path / "meta.json").read_text())
     assert meta["checkpoint"]["sha256"] == engine.checkpoint.file_hash(ckpt)
-    every_layer = {"encoder": 64, "projector": 64, "layer4": 64, "layer1": 8, "layer2": 16, "layer3": 32,
-                   "classifier": 6}  # a miss extracts every layer in the same pass
-    assert meta["layers"] == {name: {"dim": dim} for name, dim in every_layer.items()}
+    every_layer = {"encoder": ("encoder_out", 64), "projector": ("projector_out", 64), "layer4": ("encoder.layer4", 64),
+                   "layer1": ("encoder.layer1", 8), "layer2": ("encoder.layer2", 16), "layer3": ("encoder.layer3", 32),
+                   "last_conv": ("encoder.layer4.1.conv2", 64), "projector_raw": ("projector", 64),
+                   "classifier": ("classifier", 6)}  # a miss extracts every named layer in the same pass
+    assert meta["layers"] == {name: {"dim": dim, "module": path} for name, (path, dim) in every_layer.items()}
     assert meta["num_samples"] == 48 and meta["dtype"] == "float32" and "Resize" in meta["transform"]["transform"]
     assert sorted(p.name for p in fs.path.iterdir()) == sorted([f"{n}.npy" for n in every_layer] +
                                                                ["labels.npy", "meta.json"])
@@ -186,7 +188,8 @@ def test_a_miss_runs_the_model_once_for_every_layer(tmp_path, ckpt, monkeypatch)
 
     monkeypatch.setattr(features, "extract", recording_extract)
     fs = get_features(ckpt, SPEC, ["encoder"], cache_dir=cache, device="cpu", show_progress=False)
-    assert requested == [["encoder", "layer1", "layer2", "layer3", "layer4", "projector", "classifier"]]
+    assert requested == [["encoder", "layer1", "layer2", "layer3", "last_conv", "layer4", "projector_raw", "projector",
+                          "classifier"]]
     encoder_file = os.stat(fs.path / "encoder.npy")
     more = get_features(ckpt, SPEC, ["encoder", "layer2"], cache_dir=cache, device="cpu", show_progress=False)
     assert len(requested) == 1, "a request for another layer after a miss must be a cache hit"

@@ -18,10 +18,14 @@ from nc_control import ControlledNet, NCConfig
 B, PX, CLASSES, W = 4, 32, 10, 0.125
 NC = dict(output_dim=64, hidden_mlp=256)  # the recipe: output_dim = embed_dim, hidden_mlp = 4 * embed_dim
 
-# Stage output shapes at 32 px and width 0.125 (stage channels 8, 16, 32, 64).
-RESNET_CIFAR = {"layer1": (8, 32, 32), "layer2": (16, 16, 16), "layer3": (32, 8, 8), "layer4": (64, 4, 4)}
-RESNET_IMAGENET = {"layer1": (8, 8, 8), "layer2": (16, 4, 4), "layer3": (32, 2, 2), "layer4": (64, 1, 1)}
-VGG = {"block1": (8, 16, 16), "block2": (16, 8, 8), "block3": (32, 4, 4), "block4": (64, 2, 2), "block5": (64, 1, 1)}
+# Output shapes of the named conv layers at 32 px and width 0.125 (stage channels 8, 16, 32, 64), in
+# the order their hooks fire: last_conv runs inside the last stage (VGG: before its max-pool).
+RESNET_CIFAR = {"layer1": (8, 32, 32), "layer2": (16, 16, 16), "layer3": (32, 8, 8), "last_conv": (64, 4, 4),
+                "layer4": (64, 4, 4)}
+RESNET_IMAGENET = {"layer1": (8, 8, 8), "layer2": (16, 4, 4), "layer3": (32, 2, 2), "last_conv": (64, 1, 1),
+                   "layer4": (64, 1, 1)}
+VGG = {"block1": (8, 16, 16), "block2": (16, 8, 8), "block3": (32, 4, 4), "block4": (64, 2, 2),
+       "last_conv": (64, 2, 2), "block5": (64, 1, 1)}
 CNN_CASES = [("vgg17", "imagenet", norm, VGG) for norm in ("bn", "gn_ws")] + [
     (arch, stem, norm, RESNET_CIFAR if stem == "cifar" else RESNET_IMAGENET)
     for arch in ("resnet18", "resnet34") for stem in ("imagenet", "cifar") for norm in ("bn", "gn_ws")]
@@ -54,7 +58,7 @@ def check_model(model: ControlledNet, stage_shapes: dict, embed_dim: int) -> Non
     seen, (enc, proj, logits) = run_with_hooks(model, images())
     expected = [(name, (B, *shape)) for name, shape in stage_shapes.items()] + [("encoder", (B, embed_dim))]
     if has_proj:
-        expected.append(("projector", (B, out_dim)))
+        expected += [("projector_raw", (B, out_dim)), ("projector", (B, out_dim))]
     expected.append(("classifier", (B, CLASSES)))
     assert seen == expected
     assert list(model.named_layers()) == [name for name, _ in expected]

@@ -246,8 +246,8 @@ def test_return_all_and_named_layers_with_projector():
     model(x)
     for h in hooks:
         h.remove()
-    assert seen == [("fc", (6, EMBED)), ("encoder", (6, EMBED)), ("projector", (6, OUT)),
-                    ("classifier", (6, CLASSES))]
+    assert seen == [("fc", (6, EMBED)), ("encoder", (6, EMBED)), ("projector_raw", (6, OUT)),
+                    ("projector", (6, OUT)), ("classifier", (6, CLASSES))]
 
 
 def test_baseline_has_no_projector():

@@ -21,9 +21,10 @@ from engine.transfer import (AVERAGE, COLLAPSE_KEYS, TRANSFER_DEFAULTS, average_
                              id_columns, log_odds_gain, logit, parse_test_splits)
 from models import build_model
 
-BASE_LAYERS = ["layer1", "layer2", "layer3", "layer4", "encoder"]
-NC_LAYERS = BASE_LAYERS + ["projector"]
-DIMS = {"layer1": 8, "layer2": 16, "layer3": 32, "layer4": 64, "encoder": 64, "projector": 64}
+BASE_LAYERS = ["layer1", "layer2", "layer3", "last_conv", "layer4", "encoder"]
+NC_LAYERS = BASE_LAYERS + ["projector_raw", "projector"]
+DIMS = {"layer1": 8, "layer2": 16, "layer3": 32, "last_conv": 64, "layer4": 64, "encoder": 64, "projector_raw": 64,
+        "projector": 64}
 SETS = {"heldout": 4, "animal_mnist": 10, "digits": 10}  # label -> classes (10 images each per split)
 
 
@@ -121,7 +122,7 @@ def test_rows_take_best_and_final_accuracy_from_the_probe(work, first_run, monke
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--layers", "encoder", "nope"], "has no layer(s) nope"),
+    (["--layers", "encoder", "nope"], "unknown layer 'nope'"),
     (["--ckpt", "/nonexistent/model.pth", "--names", "x"], "does not exist"),
     (["--names", "a", "a"], "several checkpoints are named a"),
     (["--transfer", "digits", "digits"], "more than once"),
