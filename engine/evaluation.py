@@ -26,7 +26,7 @@ from nc_control import NCConfig
 EVAL_DEFAULTS: dict = dict(
     ckpt=[], names=[], dataset="fashion_mnist:classes=0-5", data=None, image_size=32, max_per_class=None,
     layers=[], cache_dir="cache/features", batch_size=256, workers=0, device="auto", out_dir="results/eval",
-    seed=0, float16=False, probe_epochs=30, probe_lr=1e-3, probe_batch_size=256, probe_solver="adamw",
+    seed=0, float16=False, precision="float32", probe_epochs=30, probe_lr=1e-3, probe_batch_size=256, probe_solver="adamw",
 )
 EVAL_TYPES = {"ckpt": list[str], "names": list[str], "layers": list[str], "data": str, "max_per_class": int}
 EVAL_HELP = {
@@ -40,6 +40,8 @@ EVAL_HELP = {
     "cache_dir": "where extracted features are cached (reused by every evaluator)",
     "out_dir": "where tables and figures are written",
     "float16": "store cached features as float16 (half the disk; metrics still run in float64)",
+    "precision": "arithmetic of the extraction forward pass: float32 (the official evaluation's) or bfloat16 "
+                 "(autocast; faster on GPUs, but it floors NC1 of collapsed features); part of the cache key",
     "probe_solver": "adamw (the official probe recipe) or lbfgs (logistic regression, penalty chosen on a validation split)",
 }
 
@@ -119,6 +121,7 @@ def features(cfg: Namespace, run: Run, spec: DatasetSpec, split: str, layers: li
     kwargs.update(split=split)
     return get_features(run.path, kwargs, layers, cache_dir=cfg.cache_dir, device=cfg.device,
                         batch_size=cfg.batch_size, num_workers=cfg.workers, float16=cfg.float16,
+                        precision=cfg.precision,
                         num_classes=run.num_classes if check_classes else None)
 
 

@@ -13,7 +13,7 @@ mechanism for both (:func:`resolve_layers`):
 Batches stream to a sink, so a dataset's features never need to sit in memory at once.
 
 :class:`FeatureCache` keeps one directory per (checkpoint content, dataset, transform, storage
-dtype) holding ``meta.json``, ``labels.npy`` and one ``<layer>.npy`` per layer (N x D; a dotted path
+dtype, forward-pass precision) holding ``meta.json``, ``labels.npy`` and one ``<layer>.npy`` per layer (N x D; a dotted path
 is its own file name, ``encoder.layer4.1.conv2.npy``). New layers are extracted into a
 temporary directory and moved in only when complete, so an interrupted extraction never leaves
 a layer that looks valid (and the next process removes the folder it left, see
@@ -45,8 +45,10 @@ from engine.errors import UserError
 from engine.io import atomic_write_text, make_temp_dir, tidy
 from engine.progress import progress
 
-CACHE_FORMAT = 1          # bump when pooling or the file layout changes: every key changes with it
+CACHE_FORMAT = 2          # bump when pooling or the file layout changes: every key changes with it
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
+#: Arithmetic of the forward pass: ``float32`` (the official evaluation's) or ``bfloat16`` autocast.
+PRECISIONS = ("float32", "bfloat16")
 _SAFE_LAYER = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -199,19 +201,24 @@ def _batches(loader_or_dataset: DataLoader | Dataset, batch_size: int, num_worke
 
 def extract(model: nn.Module, loader_or_dataset: DataLoader | Dataset, layers: str | Sequence[str], *,
             device: str | torch.device = "auto", batch_size: int = 256, num_workers: int = 0,
-            show_progress: bool = True, sink=None, float16: bool = False):
+            show_progress: bool = True, sink=None, float16: bool = False, precision: str = "float32"):
     """Run ``model`` once over every image and hand each batch's pooled features of ``layers``
     (named layers or dotted module paths, see :func:`resolve_layers`) to ``sink`` (default: a
     :class:`MemorySink`), which is returned.
 
     A sink has ``write(start, features: dict[layer -> B x D CPU tensor], labels: B LongTensor)``,
     called in sample order, and ``close(num_samples)``. The model runs in eval mode under
-    ``torch.inference_mode`` (bf16 autocast on CUDA only) and is moved to ``device``; features are
-    pooled in float32 and handed over as float32 (float16 when ``float16``). A dataset is read in
+    ``torch.inference_mode`` and is moved to ``device``. ``precision='float32'`` (the default, as the
+    official evaluation) runs the forward pass in float32 on every device; ``'bfloat16'`` runs it
+    under bf16 autocast (faster on GPUs, but bf16's 8-bit mantissa puts a floor under the
+    within-class spread, hence under NC1, of collapsed features). Features are pooled in float32
+    and handed over as float32 (float16 when ``float16``). A dataset is read in
     order with ``batch_size``/``num_workers``; a DataLoader is used as given. The hooks are removed
     and the model's train/eval mode restored even when the loop fails.
     """
     device = resolve_device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     modules = resolve_layers(model, layers)
     prefix = num_prefix_tokens(model)
     out_dtype = torch.float16 if float16 else torch.float32
@@ -235,7 +242,7 @@ def extract(model: nn.Module, loader_or_dataset: DataLoader | Dataset, layers: s
     try:
         bar = progress(total=len(loader.dataset), show=show_progress, unit="img", desc="features", leave=False)
         with bar, torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                         enabled=device.type == "cuda"):
+                                                         enabled=precision == "bfloat16"):
             for images, targets in loader:
                 images = images.to(device, non_blocking=True)
                 if device.type == "cuda" and images.dim() == 4:
@@ -358,10 +365,11 @@ def describe_transform(dataset, image_size) -> dict:
     return {"transform": text, "image_size": image_size}
 
 
-def cache_key(checkpoint_sha256: str, spec: dict, transform: dict, dtype: str) -> str:
-    """sha256 of the canonical JSON of what determines the features."""
+def cache_key(checkpoint_sha256: str, spec: dict, transform: dict, dtype: str, precision: str = "float32") -> str:
+    """sha256 of the canonical JSON of what determines the features (the forward pass's
+    ``precision`` included: bf16 and float32 features never share an entry)."""
     payload = {"format": CACHE_FORMAT, "checkpoint": checkpoint_sha256, "dataset": spec,
-               "transform": transform, "dtype": dtype}
+               "transform": transform, "dtype": dtype, "precision": precision}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -382,14 +390,17 @@ class FeatureCache:
 
     def get(self, checkpoint_path: str | Path, dataset_spec: dict, layers: str | Sequence[str], *,
             device: str | torch.device = "auto", batch_size: int = 256, num_workers: int = 0,
-            float16: bool = False, show_progress: bool = True, num_classes: int | None = None) -> FeatureSet:
+            float16: bool = False, precision: str = "float32", show_progress: bool = True,
+            num_classes: int | None = None) -> FeatureSet:
         """Features of ``layers`` for the dataset ``data.build_dataset(**dataset_spec)`` under the
-        model in ``checkpoint_path``. When a layer is not cached yet, one forward pass extracts it
+        model in ``checkpoint_path``, its forward pass in ``precision`` (see :func:`extract`). When a layer is not cached yet, one forward pass extracts it
         together with every other layer of the model the entry lacks, so any later request is a hit.
         The model is rebuilt from the checkpoint only when something must be extracted.
         ``num_classes``, when given, must be the dataset's class count (checked before anything runs)."""
         import data
 
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown extraction precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         tidy(self.cache_dir)  # extraction folders of killed processes
         names = _as_layer_list(layers)
         for name in names:
@@ -408,7 +419,7 @@ class FeatureCache:
                             f"dataset/classes it was trained on")
         dtype = "float16" if float16 else "float32"
         transform = describe_transform(dataset, spec.get("image_size"))
-        key = cache_key(checkpoint_sha, spec, transform, dtype)
+        key = cache_key(checkpoint_sha, spec, transform, dtype, precision)
 
         stored = self.stored_layers(key)
         if stored and hasattr(dataset, "targets"):
@@ -417,7 +428,8 @@ class FeatureCache:
         if missing:
             meta = {"format": CACHE_FORMAT,
                     "checkpoint": {"path": str(checkpoint_path.resolve()), "sha256": checkpoint_sha},
-                    "dataset": spec, "transform": transform, "dtype": dtype, "num_samples": len(dataset),
+                    "dataset": spec, "transform": transform, "dtype": dtype, "precision": precision,
+                    "device": str(resolve_device(device)), "num_samples": len(dataset),
                     "num_classes": int(dataset.num_classes), "classes": list(getattr(dataset, "classes", [])),
                     "layers": {}}
             self._extract_into(key, meta, dataset, missing, stored, checkpoint_path, resolve_device(device),
@@ -437,7 +449,8 @@ class FeatureCache:
             layers = list(dict.fromkeys(layers + [n for n in model.named_layers() if n not in stored]))
             sink = MemmapSink(tmp, len(dataset), meta["dtype"])
             extract(model, dataset, layers, device=device, batch_size=batch_size, num_workers=num_workers,
-                    show_progress=show_progress, sink=sink, float16=meta["dtype"] == "float16")
+                    show_progress=show_progress, sink=sink, float16=meta["dtype"] == "float16",
+                    precision=meta["precision"])
             paths = describe_layers(model, layers)
             meta["layers"] = {name: {"dim": sink.dims[name], "module": paths[name]} for name in layers}
             self._publish(tmp, self.entry_path(key), meta)
@@ -477,14 +490,15 @@ class FeatureCache:
 
 def get_features(checkpoint_path: str | Path, dataset_spec: dict, layers: str | Sequence[str], *,
                  cache_dir: str | Path, device: str | torch.device = "auto", batch_size: int = 256,
-                 num_workers: int = 0, float16: bool = False, show_progress: bool = True,
+                 num_workers: int = 0, float16: bool = False, precision: str = "float32", show_progress: bool = True,
                  num_classes: int | None = None) -> FeatureSet:
     """:meth:`FeatureCache.get` on ``FeatureCache(cache_dir)``."""
     return FeatureCache(cache_dir).get(checkpoint_path, dataset_spec, layers, device=device, batch_size=batch_size,
-                                       num_workers=num_workers, float16=float16, show_progress=show_progress,
+                                       num_workers=num_workers, float16=float16, precision=precision,
+                                       show_progress=show_progress,
                                        num_classes=num_classes)
 
 
-__all__ = ["CACHE_FORMAT", "FeatureCache", "FeatureSet", "MemmapSink", "MemorySink", "cache_key",
+__all__ = ["CACHE_FORMAT", "PRECISIONS", "FeatureCache", "FeatureSet", "MemmapSink", "MemorySink", "cache_key",
            "describe_layers", "describe_transform", "module_paths", "extract", "get_features", "layer_file", "normalize_spec", "num_prefix_tokens",
            "pool_output", "resolve_device", "resolve_layers"]

@@ -267,3 +267,32 @@ def test_dataset_spec_is_normalized_and_checked():
 def test_missing_checkpoint_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         get_features(tmp_path / "nope.pth", SPEC, ["encoder"], cache_dir=tmp_path / "cache", device="cpu")
+
+
+def test_extraction_runs_in_float32_unless_bfloat16_is_asked_for(dataset):
+    model = tiny_model(0)
+    seen = []
+    model.named_layers()["last_conv"].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    full = extract(model, dataset, ["encoder"], device="cpu", batch_size=48, show_progress=False)
+    bf16 = extract(model, dataset, ["encoder"], device="cpu", batch_size=48, show_progress=False,
+                   precision="bfloat16")
+    assert seen == [torch.float32, torch.bfloat16]  # the default forward pass never autocasts, on any device
+    assert full.features["encoder"].dtype == bf16.features["encoder"].dtype == torch.float32
+    diff = (full.features["encoder"] - bf16.features["encoder"]).abs().max()
+    assert 0 < diff < 0.05 * full.features["encoder"].abs().max()
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+        extract(model, dataset, ["encoder"], device="cpu", precision="float16")
+
+
+def test_precision_is_part_of_the_cache_key(tmp_path, ckpt):
+    cache = tmp_path / "cache"
+    full = get_features(ckpt, SPEC, ["encoder"], cache_dir=cache, device="cpu", show_progress=False)
+    bf16 = get_features(ckpt, SPEC, ["encoder"], cache_dir=cache, device="cpu", show_progress=False,
+                        precision="bfloat16")
+    assert full.path != bf16.path and full.meta["precision"] == "float32" and bf16.meta["precision"] == "bfloat16"
+    assert full.meta["device"] == "cpu"
+    assert not torch.equal(full["encoder"], bf16["encoder"])
+    again = get_features(ckpt, SPEC, ["encoder"], cache_dir=cache, device="cpu", show_progress=False)
+    assert again.path == full.path
+    with pytest.raises(UserError, match="unknown extraction precision 'fp16'"):
+        get_features(ckpt, SPEC, ["encoder"], cache_dir=cache, device="cpu", precision="fp16")
