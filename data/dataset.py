@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from data.splits import select_indices
+from data.transforms import batch_safe
 
 
 class DatasetError(ValueError):
@@ -84,7 +85,12 @@ class ImageDataset(Dataset):
 
 
 class TensorImageDataset(ImageDataset):
-    """Images stored in memory as one uint8 tensor ``N x C x H x W`` (shared, never modified)."""
+    """Images stored in memory as one uint8 tensor ``N x C x H x W`` (shared, never modified).
+
+    A DataLoader fetches a batch through :meth:`__getitems__`: one gather of the stored images
+    and, when the transform is :func:`data.transforms.batch_safe`, one call of it on the whole
+    batch, whose result equals the per-sample path exactly (random draws included).
+    """
 
     def __init__(self, name: str, images: torch.Tensor, targets, classes: Sequence[str]):
         super().__init__(name, classes, targets)
@@ -95,6 +101,15 @@ class TensorImageDataset(ImageDataset):
 
     def load(self, row: int) -> torch.Tensor:
         return self.images[row]
+
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        if self.transform is not None and not batch_safe(self.transform):
+            return [self[i] for i in indices]
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[self._rows[indices]]
+        if self.transform is not None:
+            images = self.transform(images)
+        return list(zip(images.unbind(0), self.targets[indices].tolist()))
 
 
 class FileImageDataset(ImageDataset):
