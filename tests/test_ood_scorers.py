@@ -107,6 +107,25 @@ def test_gmm_rescues_classes_with_fewer_samples_than_dimensions():
     assert torch.isfinite(scores).all()
 
 
+@pytest.mark.parametrize("per_class,dim", [(40, 64), (200, 24)])  # singular (jitter rescues) and full-rank covariances
+def test_gmm_scores_equal_the_multivariate_normal_reference(per_class, dim):
+    """DDU's computation: MultivariateNormal(means, covariances + jitter I).log_prob, logsumexp over classes."""
+    gen = torch.Generator().manual_seed(2)
+    labels = torch.arange(6).repeat_interleave(per_class)
+    means = 3.0 * torch.randn(6, dim, generator=gen, dtype=torch.float64)
+    features = means[labels] + torch.randn(labels.numel(), dim, generator=gen, dtype=torch.float64)
+    queries = torch.cat([means[torch.arange(50) % 6] + torch.randn(50, dim, generator=gen, dtype=torch.float64),
+                         3.0 * torch.randn(50, dim, generator=gen, dtype=torch.float64)])
+    scorer = build_scorer("gmm", batch_size=32).fit(features, labels)
+    assert (scorer.jitter > 0) == (per_class <= dim)
+    covariances = torch.stack([torch.cov(features[labels == c].T) for c in range(6)])
+    reference = torch.distributions.MultivariateNormal(
+        torch.stack([features[labels == c].mean(0) for c in range(6)]),
+        covariance_matrix=covariances + scorer.jitter * torch.eye(dim, dtype=torch.float64))
+    expected = torch.logsumexp(reference.log_prob(queries[:, None, :]), dim=1)
+    torch.testing.assert_close(scorer.score(queries), expected, rtol=1e-6 if per_class <= dim else 1e-10, atol=0)
+
+
 def test_gmm_rejects_a_class_with_one_sample():
     features = torch.randn(7, 3, dtype=torch.float64)
     labels = torch.tensor([0, 0, 0, 1, 1, 1, 2])
