@@ -47,7 +47,6 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from data.dataset import DatasetError, FileImageDataset, TensorImageDataset
 from data.registry import register
-from data.splits import stratified_split
 
 IMAGENET100_CLASSES_FILE = Path(__file__).with_name("imagenet100_classes.txt")
 
@@ -121,7 +120,12 @@ def _cifar_arrays(name: str, base: Path, files: tuple[str, ...], label_key: str,
     return images, labels, class_names
 
 
-@register("cifar10", kind="imagenet", splits=("train", "test"))
+# Channel statistics of the CIFAR training sets, as the official NC-OOD evaluation normalizes them (stats=own).
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615))
+CIFAR100_STATS = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+
+
+@register("cifar10", kind="imagenet", splits=("train", "test"), stats=CIFAR10_STATS)
 def cifar10(split, root=None, seed=0):
     """CIFAR-10 (Krizhevsky 2009), python version."""
     what = "the CIFAR-10 python version (the extracted cifar-10-python.tar.gz)"
@@ -131,7 +135,7 @@ def cifar10(split, root=None, seed=0):
     return TensorImageDataset("cifar10", images, labels, names)
 
 
-@register("cifar100", kind="imagenet", splits=("train", "test"))
+@register("cifar100", kind="imagenet", splits=("train", "test"), stats=CIFAR100_STATS)
 def cifar100(split, root=None, seed=0):
     """CIFAR-100 (Krizhevsky 2009), python version, 100 fine labels."""
     what = "the CIFAR-100 python version (the extracted cifar-100-python.tar.gz)"
@@ -334,12 +338,28 @@ def imagenet100(split, root=None, seed=0):
 _SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val")}
 
 
+def holdout_split(labels: list[int], test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, test) sample indices of scikit-learn's stratified ``train_test_split`` (the official
+    NC-OOD hold-out), each sorted; a folder it cannot split is a one-line DatasetError."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, random_state=seed,
+                                       stratify=labels)
+    except ValueError as error:
+        raise DatasetError(f"imagefolder: holdout={test_fraction} cannot split this folder stratified by class "
+                           f"({error}); every class needs at least 2 images and the test part one per class") from None
+    return sorted(int(i) for i in train), sorted(int(i) for i in test)
+
+
 @register("imagefolder", kind="imagenet", splits=("train", "test"))
 def imagefolder(split, root=None, seed=0, holdout=None):
     """A folder of class folders (NINCO, ImageNet-R, CUB-200, ...). The split reads ``root/train``
     or ``root/test`` (else ``root/val``) when present, otherwise ``root`` itself. ``holdout=f``
-    splits that folder per class: a seeded fraction f (rounded, at least one image per class
-    with two or more) is the test part, the rest the train part."""
+    splits that one folder, stratified by class, as the official NC-OOD code splits NINCO:
+    scikit-learn's ``train_test_split(indices, test_size=f, random_state=seed, stratify=labels)``
+    over the images in torchvision ImageFolder order (classes sorted, files sorted), so the same
+    folder and seed give the official test part (``split='test'``) and train part."""
     if root is None:
         raise DatasetError("imagefolder: no root given; pass root=<folder of class folders, or of train/ and test/ folders>")
     if holdout is not None and not 0.0 < float(holdout) < 1.0:
@@ -358,7 +378,7 @@ def imagefolder(split, root=None, seed=0, holdout=None):
                            f"{' or '.join(_SPLIT_FOLDERS[split])}/; put the {split} class folders there")
     paths, labels = scan_folder("imagefolder", folder, classes)
     if holdout is not None:
-        train, test = stratified_split(labels, float(holdout), seed)
+        train, test = holdout_split(labels, float(holdout), seed)
         keep = train if split == "train" else test
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
     return FileImageDataset("imagefolder", paths, labels, classes)

@@ -6,8 +6,9 @@
     cifar100:root=/data/cifar100
 
 Keys: ``root``, ``classes`` (``6-9``, ``0+2+5`` or ``0-2+7``), ``max_per_class``, ``holdout``,
-``partition``, ``image_size``, ``transform`` (``imagenet`` or ``small``: overrides the dataset's kind). Everything else in :func:`data.build_dataset` comes from the
-entry point's flags (``--image_size``, ``--max_per_class``, ``--seed``) unless the spec sets it.
+``partition``, ``image_size``, ``transform`` (``imagenet`` or ``small``: overrides the dataset's kind),
+``stats`` (``imagenet``, the default, or ``own``: the dataset's own channel statistics, CIFAR-10/100).
+Everything else in :func:`data.build_dataset` comes from the entry point's flags (``--image_size``, ``--max_per_class``, ``--seed``) unless the spec sets it.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from data.dataset import DatasetError
 from data.registry import DATASETS, list_datasets
 
 _INT_KEYS = {"max_per_class", "partition", "image_size"}
-_KEYS = {"root", "classes", "holdout", "transform"} | _INT_KEYS
+_KEYS = {"root", "classes", "holdout", "transform", "stats"} | _INT_KEYS
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,17 @@
 
 Two kinds, each dataset declares one:
 
-- ``imagenet`` (natural images; the recipe of the official NC-OOD code and of DeiT/timm):
-  train = RandomResizedCrop(size, bicubic) + RandomHorizontalFlip;
-  eval  = Resize(int(256/224 * size), bicubic) + CenterCrop(size).
+- ``imagenet`` (natural images): train = RandomResizedCrop(size, ``interpolation``) +
+  RandomHorizontalFlip; eval = Resize(int(256/224 * size), bicubic) + CenterCrop(size), the
+  evaluation transform of the official NC-OOD code (CNNs and ViTs alike). The crop's
+  interpolation is the caller's choice: the official CNN pretraining uses torchvision's default,
+  bilinear; its ViT pretraining (timm's ``create_transform``, DeiT) bicubic.
 - ``small`` (the 28-px embedded data): train = Resize(size) + RandomCrop(size, padding=size//8)
   + RandomHorizontalFlip (as :class:`RandomCropFlip`); eval = Resize(size).
 
 Both end with :class:`NormalizeRGB`: scale to [0, 1], replicate a grayscale channel to three,
-and normalize each channel with the ImageNet statistics, x' = (x / 255 - mean_c) / std_c.
+and normalize each channel, x' = (x / 255 - mean_c) / std_c, with the ImageNet statistics unless
+the caller passes others (the official CNN evaluation normalizes CIFAR with CIFAR's own).
 
 Batches: every step of the ``small`` kind and of the ``imagenet`` evaluation transform also takes
 a batch B x C x H x W and then equals the step applied to each sample in turn
@@ -26,6 +29,7 @@ from torchvision.transforms import InterpolationMode, v2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRANSFORM_KINDS = ("imagenet", "small")
+INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
 
 class NormalizeRGB:
@@ -105,14 +109,18 @@ def batch_safe(transform) -> bool:
     return all(isinstance(step, BATCH_SAFE_STEPS) for step in steps)
 
 
-def build_transform(train: bool, image_size: int, kind: str) -> v2.Compose:
-    """The training (``train=True``) or evaluation transform of a dataset kind (see module docstring)."""
+def build_transform(train: bool, image_size: int, kind: str, *, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                    interpolation: str = "bicubic") -> v2.Compose:
+    """The training (``train=True``) or evaluation transform of a dataset kind (see module docstring);
+    ``interpolation`` ('bilinear' | 'bicubic') is that of the training RandomResizedCrop."""
     if image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
     bicubic = InterpolationMode.BICUBIC
     if kind == "imagenet":
         if train:
-            spatial = [v2.RandomResizedCrop(image_size, interpolation=bicubic, antialias=True),
+            spatial = [v2.RandomResizedCrop(image_size, interpolation=INTERPOLATIONS[interpolation], antialias=True),
                        v2.RandomHorizontalFlip()]
         else:
             spatial = [v2.Resize(int(256 / 224 * image_size), interpolation=bicubic, antialias=True),
@@ -123,4 +131,4 @@ def build_transform(train: bool, image_size: int, kind: str) -> v2.Compose:
             spatial.append(RandomCropFlip(image_size, padding=image_size // 8))
     else:
         raise ValueError(f"unknown transform kind {kind!r}; use one of {', '.join(TRANSFORM_KINDS)}")
-    return v2.Compose([*spatial, NormalizeRGB()])
+    return v2.Compose([*spatial, NormalizeRGB(mean, std)])

@@ -125,6 +125,20 @@ def features(cfg: Namespace, run: Run, spec: DatasetSpec, split: str, layers: li
                         num_classes=run.num_classes if check_classes else None)
 
 
+def parse_split_choices(entries: list[str], labels: list[str], flag: str, of: str) -> dict[str, str]:
+    """``['flowers=val']`` -> ``{'flowers': 'val'}`` for ``flag`` (e.g. ``--ood_splits``); every label
+    must be one of ``labels``, the labels of the ``of`` specs (e.g. ``--ood``)."""
+    splits: dict[str, str] = {}
+    for entry in entries:
+        label, sep, split = (part.strip() for part in entry.partition("="))
+        if not sep or not label or not split:
+            raise UserError(f"{flag} entry {entry!r} is not LABEL=SPLIT; write e.g. flowers102=val")
+        if label not in labels:
+            raise UserError(f"{flag} names {label!r}, which is no {of} label ({', '.join(labels)})")
+        splits[label] = split
+    return splits
+
+
 PROJECTOR_LAYERS = ("projector_raw", "projector")
 
 

@@ -3,7 +3,9 @@ ID test and OOD features of the same layer, with the detection metrics of ood.me
 
 The default is the paper's protocol: the energy score (logsumexp of the logits, T = 1) of a
 linear probe trained on ID training features (official probe recipe), at the encoder and at the
-L2-normalized projector output. Any scorer of ``ood.SCORERS`` runs at any layer; ``gmm`` on the
+L2-normalized projector output (the paper scripts pass the official CNN hook point, ``last_conv``).
+Each OOD set's test split is scored unless ``--ood_splits`` names another (the official code
+scores Flowers-102's val split). Any scorer of ``ood.SCORERS`` runs at any layer; ``gmm`` on the
 encoder reproduces DDU. ``--logits model`` uses the model's own classifier instead of a probe
 (only at the layer it reads).
 """
@@ -14,22 +16,24 @@ from argparse import Namespace
 import numpy as np
 from engine.progress import progress
 
-from data import parse_spec
+from data import DATASETS, parse_spec
 from engine.config import save_config
 from engine.errors import UserError
-from engine.evaluation import (EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, features, head_accuracy, id_spec, open_runs, probe,
-                               resolve_layers)
+from engine.evaluation import (EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, features, head_accuracy, id_spec, open_runs,
+                               parse_split_choices, probe, resolve_layers)
 from engine.io import text_table, write_results
 from engine.plots import score_histograms
 from engine.probe import probe_logits
 from ood import SCORERS, build_scorer, detection_metrics
 
 EMBEDDED_OOD = ["near=fashion_mnist:classes=6-9", "animal_mnist", "digits", "textures"]
-OOD_DEFAULTS = {**EVAL_DEFAULTS, "ood": EMBEDDED_OOD, "scorers": ["energy"], "logits": "probe",
+OOD_DEFAULTS = {**EVAL_DEFAULTS, "ood": EMBEDDED_OOD, "ood_splits": [], "scorers": ["energy"], "logits": "probe",
                 "out_name": "ood", "histograms": True}
-OOD_TYPES = {**EVAL_TYPES, "ood": list[str], "scorers": list[str]}
+OOD_TYPES = {**EVAL_TYPES, "ood": list[str], "ood_splits": list[str], "scorers": list[str]}
 OOD_HELP = {**EVAL_HELP,
-            "ood": "OOD dataset specs, [label=]name[:key=value,...] (their test split is used)",
+            "ood": "OOD dataset specs, [label=]name[:key=value,...] (their test split is scored)",
+            "ood_splits": "LABEL=SPLIT: score that OOD set's SPLIT instead of its test split, e.g. flowers102=val "
+                          "(the official protocol)",
             "layers": "layers to score (default: encoder and projector)",
             "scorers": f"OOD scorers: {', '.join(SCORERS)} (higher score = more in-distribution)",
             "logits": "where logit-based scorers get logits: probe (a linear probe per layer, the paper) or model "
@@ -52,12 +56,18 @@ def evaluate_ood(cfg: Namespace) -> tuple[list[dict], dict]:
     ood_specs = [parse_spec(text) for text in cfg.ood]
     if not ood_specs:
         raise UserError("no OOD dataset given; pass --ood SPEC [SPEC ...]")
+    splits = parse_split_choices(cfg.ood_splits, [s.label for s in ood_specs], "--ood_splits", "--ood")
+    for ood in ood_specs:
+        split, valid = splits.get(ood.label, "test"), DATASETS[ood.name].splits
+        if split not in valid:
+            raise UserError(f"OOD set {ood.label}: {ood.name} has no {split} split; pick one of {', '.join(valid)} "
+                            f"with --ood_splits {ood.label}=SPLIT")
     rows, scores = [], {}
     for run in runs:
         layers = resolve_layers(cfg, run, default=["encoder", "projector"])
         train = features(cfg, run, spec, "train", layers, check_classes=True)
         test = features(cfg, run, spec, "test", layers)
-        oods = {s.label: features(cfg, run, s, "test", layers) for s in ood_specs}
+        oods = {s.label: features(cfg, run, s, splits.get(s.label, "test"), layers) for s in ood_specs}
         for layer in progress(layers, desc=f"{run.name}: OOD", leave=False):
             weight = bias = None
             if cfg.logits == "probe":

@@ -42,7 +42,8 @@ from engine.progress import progress
 # The official ImageNet-100 ResNet recipe; configs/*.yaml and flags override any key.
 PRETRAIN_DEFAULTS: dict = dict(
     arch="resnet18", dataset="imagenet100", data=None, num_classes=100, classes=None, max_per_class=None,
-    image_size=224, transform=None, stem="imagenet", norm="bn", width=1.0, patch_size=16, drop_path=0.0,
+    image_size=224, transform=None, crop_interpolation="auto", stem="imagenet", norm="bn", width=1.0, patch_size=16,
+    drop_path=0.0,
     alpha=0.0, output_dim=0, hidden_mlp=0, projector="etf", l2_features=False,
     lr=0.01, wd=0.05, epochs=100, warmup_epochs=5, warmup_start_factor=0.01, batch_size=512,
     label_smoothing=0.1, augmentation=True, workers=8, save_dir="checkpoints", ckpt_file="model.pth",
@@ -58,6 +59,8 @@ PRETRAIN_HELP = {
     "data": "dataset root folder (embedded datasets find their files themselves)",
     "transform": "transform kind, overriding the dataset's: imagenet (RandomResizedCrop; Resize + CenterCrop) or "
                  "small (pad-and-crop + flip; Resize), e.g. small for CIFAR at 32 px",
+    "crop_interpolation": "interpolation of the training RandomResizedCrop: bilinear, bicubic, or auto = the "
+                          "official code's (bilinear for the CNNs, bicubic for the ViTs)",
     "classes": "original class indices to train on (relabelled 0..k-1), e.g. --classes 0 1 2 3 4 5",
     "alpha": "entropy-regularizer weight on the encoder embedding (0 = off; the method uses 0.05)",
     "output_dim": "projector output width (0 = no projector: the baseline)",
@@ -233,9 +236,19 @@ def build_pretrain_model(cfg: Namespace):
     return build_model(cfg.arch, cfg.num_classes, **kwargs)
 
 
+def crop_interpolation(cfg: Namespace) -> str:
+    """The training crop's interpolation; ``auto`` is the official code's: torchvision's default
+    (bilinear) in its CNN pretraining, timm's bicubic in its ViT pretraining."""
+    if cfg.crop_interpolation == "auto":
+        return "bicubic" if cfg.arch.startswith("vit") else "bilinear"
+    if cfg.crop_interpolation not in ("bilinear", "bicubic"):
+        raise UserError(f"--crop_interpolation must be auto, bilinear or bicubic, got {cfg.crop_interpolation!r}")
+    return cfg.crop_interpolation
+
+
 def _dataset_kwargs(cfg: Namespace) -> dict:
     return dict(root=cfg.data, image_size=cfg.image_size, classes=cfg.classes, max_per_class=cfg.max_per_class,
-                seed=cfg.seed, transform=cfg.transform)
+                seed=cfg.seed, transform=cfg.transform, interpolation=crop_interpolation(cfg))
 
 
 def training_part(cfg: Namespace, dataset):

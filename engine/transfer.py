@@ -42,7 +42,7 @@ from data import DatasetSpec, build_dataset, parse_spec
 from engine.config import save_config
 from engine.errors import UserError
 from engine.evaluation import (EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, Run, features, head_accuracy, id_spec, open_runs,
-                               probe, resolve_layers)
+                               parse_split_choices, probe, resolve_layers)
 from engine.io import text_table, write_results
 from engine.nc_eval import layer_metrics
 from engine.plots import metrics_vs_depth
@@ -104,16 +104,11 @@ def transfer_specs(cfg: Namespace) -> list[DatasetSpec]:
 
 def parse_test_splits(entries: list[str], labels: list[str]) -> dict[str, str]:
     """``['flowers=val']`` -> ``{'flowers': 'val'}``; every label must be a downstream dataset's."""
-    splits: dict[str, str] = {}
-    for entry in entries:
-        label, sep, split = (part.strip() for part in entry.partition("="))
-        if not sep or not label or not split:
-            raise UserError(f"--test_splits entry {entry!r} is not LABEL=SPLIT; write e.g. flowers102=val")
-        if label not in labels:
-            raise UserError(f"--test_splits names {label!r}, which is no --transfer label ({', '.join(labels)})")
+    splits = parse_split_choices(entries, labels, "--test_splits", "--transfer")
+    for label, split in splits.items():
         if split == "train":
-            raise UserError(f"--test_splits {entry}: the probes train on the train split; test them on another one")
-        splits[label] = split
+            raise UserError(f"--test_splits {label}={split}: the probes train on the train split; "
+                            f"test them on another one")
     return splits
 
 

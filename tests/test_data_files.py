@@ -90,6 +90,16 @@ def test_cifar100_fine_labels(tmp_path):
     train = data.build_dataset("cifar100", "train", root=tmp_path)
     assert train.targets.tolist() == [0, 99, 5] and train.num_classes == 100 and train.classes[99] == "fine99"
     assert data.build_dataset("cifar100", "test", root=tmp_path).targets.tolist() == [7, 7]
+    # stats=own: CIFAR-100's channel statistics, as the official CNN evaluation normalizes it
+    own = data.build_dataset("cifar100", "test", root=tmp_path, stats="own", image_size=32)
+    mean, std = torch.tensor([0.5071, 0.4867, 0.4408]).view(3, 1, 1), torch.tensor([0.2675, 0.2565, 0.2761]).view(3, 1, 1)
+    pixel = torch.tensor([(40 * 7 + 10 * c) % 256 for c in range(3)]).view(3, 1, 1) / 255.0
+    assert torch.allclose(own[0][0], ((pixel - mean) / std).expand(3, 32, 32), atol=1e-5)
+    assert "0.5071" in repr(own.transform)
+    with pytest.raises(data.DatasetError, match="stl10: no statistics of its own.*cifar10, cifar100"):
+        data.build_dataset("stl10", "test", root=tmp_path, stats="own")
+    with pytest.raises(data.DatasetError, match="unknown stats='cifar'"):
+        data.build_dataset("cifar100", "test", root=tmp_path, stats="cifar")
 
 
 def test_missing_and_malformed_cifar_give_one_line_naming_the_path(tmp_path):
@@ -177,19 +187,29 @@ def test_imagefolder_tree_with_split_folders_and_grayscale(tmp_path):
     assert len(test) == 4 and test.targets.tolist() == [0, 0, 1, 1]
 
 
-def test_imagefolder_stratified_holdout(tmp_path):
+def test_imagefolder_holdout_is_the_official_stratified_split(tmp_path):
+    from sklearn.model_selection import train_test_split
+
     for k in range(3):
         for i in range(5 + k):
             write_image(tmp_path / f"class{k}" / f"{i}.png", (10 * i, 20 * k, 0))
+    whole = data.build_dataset("imagefolder", "test", root=tmp_path)
     train = data.build_dataset("imagefolder", "train", root=tmp_path, holdout=0.2, seed=0)
     test = data.build_dataset("imagefolder", "test", root=tmp_path, holdout=0.2, seed=0)
-    assert test.targets.bincount().tolist() == [1, 1, 1] and train.targets.bincount().tolist() == [4, 5, 6]
+    # the official NC-OOD hold-out: sklearn's stratified train_test_split over the ImageFolder order
+    _, official = train_test_split(np.arange(18), test_size=0.2, random_state=0, stratify=whole.targets.numpy())
+    assert test.paths == [whole.paths[i] for i in sorted(official)]
+    assert len(test) == 4 and len(train) == 14 and test.targets.bincount().tolist() in ([1, 1, 2], [1, 2, 1], [2, 1, 1])
     assert not set(train.paths) & set(test.paths) and len(set(train.paths) | set(test.paths)) == 18
     assert data.build_dataset("imagefolder", "test", root=tmp_path, holdout=0.2, seed=0).paths == test.paths
     other = [data.build_dataset("imagefolder", "test", root=tmp_path, holdout=0.2, seed=s).paths for s in range(1, 6)]
     assert any(paths != test.paths for paths in other)
     with pytest.raises(ValueError, match="holdout"):
         data.build_dataset("imagefolder", "train", root=tmp_path, holdout=1.5)
+    write_image(tmp_path / "class3" / "only.png", (0, 0, 0))
+    with pytest.raises(data.DatasetError, match="cannot split this folder stratified by class") as error:
+        data.build_dataset("imagefolder", "test", root=tmp_path, holdout=0.2, seed=0)
+    assert "\n" not in str(error.value)
 
 
 def test_imagefolder_errors(tmp_path):
@@ -316,3 +336,11 @@ def test_pets_aircraft_dtd_list_files(tmp_path):
     with pytest.raises(data.DatasetError) as error:
         data.build_dataset("dtd", "test", root=tmp_path)
     assert_one_line_naming(error, "labels/test1.txt")
+
+
+def test_specs_carry_the_protocol_keys():
+    spec = data.parse_spec("ninco=imagefolder:root=/data/NINCO,holdout=0.2")
+    assert (spec.label, spec.name, spec.options) == ("ninco", "imagefolder", {"root": "/data/NINCO", "holdout": 0.2})
+    assert data.parse_spec("cifar100:root=/data/c,stats=own").options == {"root": "/data/c", "stats": "own"}
+    with pytest.raises(data.DatasetError, match="bad option 'split=val'"):
+        data.parse_spec("flowers102:split=val")

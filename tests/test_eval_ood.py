@@ -62,3 +62,25 @@ def test_unknown_scorer_exits_with_one_line(tmp_path, tiny_ckpts, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [err[0]] and "unknown scorer(s) odin" in err[0]
+
+
+def test_ood_splits_choose_the_split_an_ood_set_is_scored_on(tmp_path, tiny_ckpts, capsys):
+    common = ["--ckpt", str(tiny_ckpts["base"]), "--ood", "near=fashion_mnist:classes=6-9", "--layers", "encoder",
+              "--no-histograms", "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path), *COMMON]
+    rows = eval_ood.main([*common, "--ood_splits", "near=train"])
+    spec = {"name": "fashion_mnist", "max_per_class": 10, "image_size": 16}
+    get = lambda split, classes: get_features(tiny_ckpts["base"], {**spec, "split": split, "classes": classes},
+                                              ["encoder"], cache_dir=tmp_path / "cache", show_progress=False)
+    train, test, near = get("train", list(range(6))), get("test", list(range(6))), get("train", [6, 7, 8, 9])
+    result = train_probe(train["encoder"], train.labels, 6, epochs=2, seed=0)
+    energy = lambda x: torch.logsumexp(probe_logits(result, x).double(), 1).numpy()
+    expected = detection_metrics(energy(test["encoder"]), energy(near["encoder"]))
+    for k, v in expected.items():
+        assert rows[0][k] == pytest.approx(v, abs=1e-9), k
+    capsys.readouterr()
+    for extra, message in ((["--ood_splits", "far=val"], "--ood_splits names 'far', which is no --ood label (near)"),
+                           (["--ood_splits", "near=val"], "OOD set near: fashion_mnist has no val split")):
+        with pytest.raises(SystemExit):
+            eval_ood.main([*common, *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
