@@ -1,6 +1,10 @@
 """Neural collapse layer by layer: streamed class statistics of every requested layer's cached
 features, NC1-NC4 / CDNV / VCI / ETF errors (metrics.nc), with the model's own classifier at
-its layer or, with ``--probe`` (the official protocol), a linear probe per layer."""
+its layer or, with ``--probe`` (the official protocol), a linear probe per layer.
+
+``--probe_features LAYER=SOURCE`` trains the probe of LAYER on the features of SOURCE: the
+official CNN evaluation measures the projector's statistics before its L2 normalization but
+trains that layer's probe on the normalized output (``projector_raw=projector``)."""
 from __future__ import annotations
 
 from argparse import Namespace
@@ -8,17 +12,23 @@ from argparse import Namespace
 from engine.progress import progress
 
 from engine.config import save_config
-from engine.evaluation import EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, features, id_spec, open_runs, probe, resolve_layers
+from engine.errors import UserError
+from engine.evaluation import (EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, features, id_spec, open_runs, parse_split_choices,
+                               probe, resolve_layers)
+from engine.features import resolve_layers as resolve_module_layers
 from engine.io import text_table, write_results
 from engine.plots import metrics_vs_depth
 from metrics.nc import ClassStats, NCCAccumulator, nc_metrics_from_stats
 
-NC_DEFAULTS = {**EVAL_DEFAULTS, "splits": ["train"], "probe": False, "out_name": "nc"}
-NC_TYPES = {**EVAL_TYPES, "splits": list[str]}
+NC_DEFAULTS = {**EVAL_DEFAULTS, "splits": ["train"], "probe": False, "probe_features": [], "out_name": "nc"}
+NC_TYPES = {**EVAL_TYPES, "splits": list[str], "probe_features": list[str]}
 NC_HELP = {**EVAL_HELP,
            "splits": "dataset splits to measure (the paper: train)",
            "probe": "classifier metrics from a linear probe trained per layer (the official protocol) "
                     "instead of the model's own head at its layer",
+           "probe_features": "LAYER=SOURCE: train the probe of LAYER on the features of SOURCE, e.g. "
+                             "projector_raw=projector (the official CNN protocol: statistics before the L2 "
+                             "normalization, probe after it)",
            "out_name": "file name stem of the tables and figure"}
 TABLE_COLUMNS = ["model", "split", "layer", "dim", "classifier", "nc1", "nc1_cdnv", "vci", "nc2_etf_error",
                  "w_etf_error", "nc3", "nc4", "bias_collapse"]
@@ -42,21 +52,43 @@ def layer_metrics(fs, layer: str, weight=None, bias=None, batch_size: int = 8192
     return nc_metrics_from_stats(computed, weight, bias, ncc_mismatch=ncc)
 
 
+def probe_sources(cfg: Namespace, run, layers: list[str]) -> dict[str, str]:
+    """The layer whose features train each of ``layers``' probe: itself, or SOURCE for an entry
+    LAYER=SOURCE of ``--probe_features`` (entries for layers this model lacks, e.g. the projector
+    of a baseline, do not apply to it)."""
+    sources = parse_split_choices(cfg.probe_features, list(cfg.layers) or layers, "--probe_features", "--layers")
+    if sources and not cfg.probe:
+        raise UserError("--probe_features chooses the features of the per-layer probes; add --probe")
+    chosen = {layer: sources.get(layer, layer) for layer in layers}
+    try:
+        resolve_module_layers(run.skeleton(), list(chosen.values()))
+    except UserError as exc:
+        raise UserError(f"{run.name}: --probe_features: {exc}") from None
+    return chosen
+
+
 def evaluate_nc(cfg: Namespace) -> list[dict]:
     runs, spec = open_runs(cfg), id_spec(cfg)
     rows: list[dict] = []
     for run in runs:
         layers = resolve_layers(cfg, run)
+        sources = probe_sources(cfg, run, layers)
         probes = {}
         if cfg.probe:
-            train = features(cfg, run, spec, "train", layers, check_classes=True)
+            train = features(cfg, run, spec, "train", list(dict.fromkeys([*layers, *sources.values()])),
+                             check_classes=True)
             for layer in progress(layers, desc=f"{run.name}: probes", leave=False):
-                probes[layer] = probe(cfg, train, layer)
+                if train.dim(sources[layer]) != train.dim(layer):
+                    raise UserError(f"--probe_features {layer}={sources[layer]}: {sources[layer]} has "
+                                    f"{train.dim(sources[layer])} features, {layer} {train.dim(layer)}; "
+                                    f"the probe must fit both")
+                probes[layer] = probe(cfg, train, sources[layer])
         for split in cfg.splits:
             fs = features(cfg, run, spec, split, layers, check_classes=True)
             for depth, layer in enumerate(progress(layers, desc=f"{run.name}: NC ({split})", leave=False)):
                 if cfg.probe:
-                    weight, bias, source = probes[layer].weight, probes[layer].bias, "probe"
+                    weight, bias = probes[layer].weight, probes[layer].bias
+                    source = "probe" if sources[layer] == layer else f"probe({sources[layer]})"
                 elif layer == run.head_layer:
                     (weight, bias), source = run.head(), "model"
                 else:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paper's full ImageNet-100 protocol on GPUs: VGG17, ResNet18, ResNet34, ViT-T and ViT-S, each as
 # a baseline and with NC control; pretraining, then NC per layer, OOD detection on eight OOD sets and
-# linear probing on eight downstream sets. Set the data paths below (or in the environment).
+# linear probing on eight downstream sets, evaluated with the official protocol (scripts/_protocol.sh,
+# docs/FIDELITY.md). Set the data paths below (or in the environment).
 #   bash scripts/reproduce_paper.sh --dry-run    # check every path, print every command, run nothing
 #   NPROC=4 bash scripts/reproduce_paper.sh      # run it all (pretraining under torchrun on 4 GPUs)
 set -euo pipefail
@@ -32,6 +33,15 @@ done
 for sub in train val; do
     if [ ! -d "$DATA_DIR/$sub" ]; then echo "missing: DATA_DIR=$DATA_DIR has no $sub/ class folders" >&2; missing=1; fi
 done
+for sub in train test; do  # the official ImageNet-R split: probes train on train/, OOD detection scores test/
+    if [ ! -d "$IMAGENET_R_DIR/$sub" ]; then
+        echo "missing: IMAGENET_R_DIR=$IMAGENET_R_DIR has no $sub/ class folders (split ImageNet-R 80/20 into train/ and test/)" >&2
+        missing=1
+    fi
+done
+if [ ! -d "$CUB_DIR/train" ] || { [ ! -d "$CUB_DIR/test" ] && [ ! -d "$CUB_DIR/val" ]; }; then
+    echo "missing: CUB_DIR=$CUB_DIR needs train/ and test/ (or val/) class folders" >&2; missing=1
+fi
 if [ "$missing" = 1 ]; then echo "set the paths above (or in the environment) and run again" >&2; exit 1; fi
 
 export DRY_RUN

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 import eval_nc
+from engine.config import parse_config
+from engine.evaluation import features, id_spec, open_runs, probe
 from engine.features import get_features
+from engine.nc_eval import NC_DEFAULTS, NC_TYPES, layer_metrics
 from metrics.nc import nc_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +49,28 @@ def test_probe_gives_classifier_metrics_at_every_layer(tmp_path, tiny_ckpts):
                          "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path), *COMMON])
     assert [r["layer"] for r in rows] == ["layer2", "encoder"]
     assert all(r["classifier"] == "probe" and "nc3" in r and "bias_collapse" in r for r in rows)
+
+
+def test_probe_features_train_a_layers_probe_on_another_layer(tmp_path, tiny_ckpts, capsys):
+    """The official CNN protocol: projector statistics before the L2 normalization, its probe after."""
+    common = ["--probe", "--layers", "last_conv", "projector_raw", "--probe_features", "projector_raw=projector",
+              "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path), *COMMON]
+    rows = eval_nc.main(["--ckpt", str(tiny_ckpts["ours"]), *common])
+    assert [(r["layer"], r["classifier"]) for r in rows] == [("last_conv", "probe"), ("projector_raw", "probe(projector)")]
+    cfg = parse_config(NC_DEFAULTS, ["--ckpt", str(tiny_ckpts["ours"]), *common], types=NC_TYPES)
+    (run,) = open_runs(cfg)
+    train = features(cfg, run, id_spec(cfg), "train", ["projector_raw", "projector"])
+    by_hand = probe(cfg, train, "projector")
+    expected = layer_metrics(train, "projector_raw", by_hand.weight, by_hand.bias)
+    for key, value in expected.items():
+        assert rows[1][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    # a baseline has no projector: the entry does not apply to it, and both models share one command
+    rows = eval_nc.main(["--ckpt", str(tiny_ckpts["base"]), *common])
+    assert [(r["layer"], r["classifier"]) for r in rows] == [("last_conv", "probe")]
+    bad = [a if a != "projector_raw=projector" else "projector_raw=nope" for a in common]
+    with pytest.raises(SystemExit):
+        eval_nc.main(["--ckpt", str(tiny_ckpts["ours"]), *bad])
+    assert "--probe_features: unknown layer 'nope'" in capsys.readouterr().err
 
 
 def test_wrong_class_count_is_one_clear_line(tmp_path, tiny_ckpts):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from data import parse_spec
 from engine.config import parse_config
 from engine.nc_eval import NC_DEFAULTS, NC_TYPES
 from engine.ood_eval import OOD_DEFAULTS, OOD_TYPES
@@ -24,17 +25,39 @@ PARSERS = {
 }
 
 
-def dry_run(tmp_path, drop=None):
-    env = {k: v for k, v in os.environ.items() if k not in PATH_VARS + ["NPROC", "ARCH", "EXPT_NAME"]}
+PROTOCOL_VARS = ["CKPT", "CKPT_WHICH", "PRECISION", "ENC_LAYER", "PROJ_RAW", "CIFAR_STATS", "LAYERS"]
+SUBFOLDERS = {"DATA_DIR": ["train", "val"], "IMAGENET_R_DIR": ["train", "test"], "CUB_DIR": ["train", "test"]}
+
+
+def script_env(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in PATH_VARS + PROTOCOL_VARS + ["NPROC", "ARCH", "EXPT_NAME"]}
     for var in PATH_VARS:
         (tmp_path / var).mkdir(exist_ok=True)
         env[var] = str(tmp_path / var)
-    (tmp_path / "DATA_DIR" / "train").mkdir(exist_ok=True)
-    (tmp_path / "DATA_DIR" / "val").mkdir(exist_ok=True)
+        for sub in SUBFOLDERS.get(var, []):
+            (tmp_path / var / sub).mkdir(exist_ok=True)
+    return {**env, **extra}
+
+
+def dry_run(tmp_path, drop=None, **extra):
+    env = script_env(tmp_path, **extra)
     if drop:
         env[drop] = str(tmp_path / "nowhere")
     return subprocess.run(["bash", str(ROOT / "scripts" / "reproduce_paper.sh"), "--dry-run"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def parsed_commands(stdout: str) -> list[tuple[str, object]]:
+    """(entry point, its parsed config) for every command a dry run printed."""
+    out = []
+    for line in stdout.splitlines():
+        if line.startswith("#"):
+            continue
+        cmd = shlex.split(line)
+        entry = next(Path(a).name for a in cmd if a.endswith(".py"))
+        argv = cmd[[i for i, a in enumerate(cmd) if a.endswith(entry)][0] + 1:]
+        out.append((entry, parse_config(argv=argv, **PARSERS[entry])))
+    return out
 
 
 def test_reproduce_paper_dry_run_prints_every_command_and_each_parses(tmp_path):
@@ -42,17 +65,15 @@ def test_reproduce_paper_dry_run_prints_every_command_and_each_parses(tmp_path):
     assert result.returncode == 0, result.stderr
     commands = [shlex.split(line) for line in result.stdout.splitlines() if not line.startswith("#")]
     assert len(commands) == 5 * 2 * 4
-    entries = [next(Path(a).name for a in cmd if a.endswith(".py")) for cmd in commands]
-    assert entries == ["pretrain.py", "eval_nc.py", "eval_ood.py", "train_lp.py"] * 10
+    parsed = parsed_commands(result.stdout)
+    assert [entry for entry, _ in parsed] == ["pretrain.py", "eval_nc.py", "eval_ood.py", "train_lp.py"] * 10
     archs = []
-    for cmd, entry in zip(commands, entries):
-        argv = cmd[[i for i, a in enumerate(cmd) if a.endswith(entry)][0] + 1:]
-        cfg = parse_config(argv=argv, **PARSERS[entry])
+    for cmd, (entry, cfg) in zip(commands, parsed):
         if entry == "pretrain.py":
             archs.append((cfg.arch, cfg.alpha, cfg.output_dim, cfg.hidden_mlp))
             assert "torch.distributed.run" in cmd and "--nproc_per_node=4" in cmd
         else:
-            assert os.path.basename(cfg.ckpt[0]).split("_in100_")[0] == archs[-1][0]
+            assert os.path.basename(cfg.ckpt[0]).split("_in100_")[0] == "best_" + archs[-1][0]
             assert cfg.dataset == "imagenet100" and cfg.data == str(tmp_path / "DATA_DIR")
         if entry == "eval_ood.py":
             assert len(cfg.ood) == 8
@@ -64,11 +85,76 @@ def test_reproduce_paper_dry_run_prints_every_command_and_each_parses(tmp_path):
                      ("vit_small", 0.05, 384, 1536)]
 
 
+def test_the_paper_scripts_run_the_official_evaluation_protocol(tmp_path):
+    """Hook points, the best checkpoint, float32 extraction and the official OOD splits (docs/FIDELITY.md)."""
+    result = dry_run(tmp_path)
+    assert result.returncode == 0, result.stderr
+    parsed = parsed_commands(result.stdout)
+    arch = None
+    for entry, cfg in parsed:
+        if entry == "pretrain.py":
+            arch, vit = cfg.arch, cfg.arch.startswith("vit")
+            continue
+        ckpt = Path(cfg.ckpt[0])
+        assert ckpt.name.startswith("best_") and ckpt.parent.name == arch   # best_<ckpt_file> of the run
+        assert cfg.precision == "float32"
+        encoder = "encoder" if vit else "last_conv"
+        if entry == "eval_nc.py":
+            assert cfg.probe and cfg.probe_epochs == 30 and cfg.splits == ["train"]
+            assert cfg.layers == ([encoder, "projector"] if vit else [encoder, "projector_raw"])
+            assert cfg.probe_features == ([] if vit else ["projector_raw=projector"])
+        if entry == "train_lp.py":
+            assert cfg.layers == ([encoder, "projector"] if vit else [encoder, "projector_raw"])
+            assert cfg.test_splits == ["flowers102=val"]
+            specs = {parse_spec(text).label: parse_spec(text) for text in cfg.transfer}
+        if entry == "eval_ood.py":
+            assert cfg.layers == [encoder, "projector"] and cfg.scorers == ["energy"] and cfg.logits == "probe"
+            assert cfg.ood_splits == ["flowers102=val"]
+            specs = {parse_spec(text).label: parse_spec(text) for text in cfg.ood}
+        if entry in ("train_lp.py", "eval_ood.py"):
+            assert specs["ninco"].options == {"root": str(tmp_path / "NINCO_DIR"), "holdout": 0.2}
+            assert specs["imagenet_r"].options == {"root": str(tmp_path / "IMAGENET_R_DIR")}  # its train/ and test/
+            assert specs["cifar100"].options.get("stats", "imagenet") == ("imagenet" if vit else "own")
+            assert {s.name for s in specs.values()} == {"imagefolder", "cifar100", "flowers102", "aircraft", "pets",
+                                                        "stl10"}
+    assert arch == "vit_small"
+
+
+def test_protocol_variables_choose_the_last_checkpoint_precision_and_our_encoder(tmp_path):
+    env = script_env(tmp_path, DRY_RUN="1", CKPT_WHICH="last", PRECISION="bfloat16", ENC_LAYER="encoder",
+                     ARCH="resnet34")
+    for script in ("nc_eval_resnet_nc.sh", "ood_det_resnet_nc.sh", "train_lp_resnet_nc.sh"):
+        result = subprocess.run(["bash", str(ROOT / "scripts" / script)], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        ((entry, cfg),) = parsed_commands(result.stdout)
+        assert Path(cfg.ckpt[0]).name == "resnet34_in100_nc.pth" and cfg.precision == "bfloat16"
+        assert cfg.layers[0] == "encoder"
+    env["LAYERS"] = "layer3 encoder.layer4.1.conv1 encoder"
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "ood_det_vgg.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    ((_, cfg),) = parsed_commands(result.stdout)
+    assert cfg.layers == ["layer3", "encoder.layer4.1.conv1", "encoder"]
+    env["CKPT_WHICH"] = "first"
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "ood_det_vgg.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip() == "error: CKPT_WHICH must be best or last, got 'first'"
+
+
 @pytest.mark.parametrize("var", ["STL10_DIR", "DATA_DIR"])
 def test_reproduce_paper_dry_run_names_a_missing_path(tmp_path, var):
     result = dry_run(tmp_path, drop=var)
     assert result.returncode == 1 and result.stdout == ""
     assert f"missing: {var}=" in result.stderr
+
+
+def test_reproduce_paper_dry_run_needs_the_official_imagenet_r_split(tmp_path):
+    env = script_env(tmp_path)
+    (tmp_path / "IMAGENET_R_DIR" / "test").rmdir()
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "reproduce_paper.sh"), "--dry-run"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "IMAGENET_R_DIR=" in result.stderr and "has no test/ class folders" in result.stderr
 
 
 def test_setup_second_run_is_a_quick_no_op():

@@ -1,0 +1,23 @@
+# Sourced by the paper's evaluation scripts (nc_eval_*, ood_det_*, train_lp_*): the official NC-OOD
+# evaluation protocol, each choice a variable (docs/FIDELITY.md says where each comes from).
+#   CKPT_WHICH  best (default: the official scripts evaluate best_<ckpt>.pth, the best ID val top-1) | last
+#   PRECISION   float32 (default: the official evaluation's arithmetic) | bfloat16 (autocast)
+#   ENC_LAYER   the encoder hook point: CNNs last_conv (the pooled last convolution before its norm, the
+#               residual add and the ReLU, as the official CNN code hooks it); ViTs encoder (the official
+#               ViT code's pooled, normed patch tokens); set ENC_LAYER=encoder for our post-block embedding
+#   PROJ_RAW    the projector as the official NC and transfer evaluations read it: CNNs projector_raw
+#               (before the L2 normalization); ViTs projector (after it, as its ViT code returns it)
+#   CIFAR_STATS ",stats=own" for CNNs (CIFAR-100 normalized with its own statistics, as the official
+#               CNN evaluation); empty for ViTs (ImageNet statistics, as its ViT code)
+# Requires ARCH and EXPT_NAME; sets CKPT unless given.
+CKPT_WHICH=${CKPT_WHICH:-best}
+case "$CKPT_WHICH" in
+    best) CKPT=${CKPT:-./checkpoints/${ARCH}/best_${EXPT_NAME}.pth} ;;
+    last) CKPT=${CKPT:-./checkpoints/${ARCH}/${EXPT_NAME}.pth} ;;
+    *) echo "error: CKPT_WHICH must be best or last, got '$CKPT_WHICH'" >&2; exit 2 ;;
+esac
+PRECISION=${PRECISION:-float32}
+case "$ARCH" in
+    vit_*) ENC_LAYER=${ENC_LAYER:-encoder}; PROJ_RAW=${PROJ_RAW:-projector}; CIFAR_STATS=${CIFAR_STATS-} ;;
+    *) ENC_LAYER=${ENC_LAYER:-last_conv}; PROJ_RAW=${PROJ_RAW:-projector_raw}; CIFAR_STATS=${CIFAR_STATS-,stats=own} ;;
+esac
