@@ -24,6 +24,7 @@ so it under-reports when scores saturate: with MSP = 1.0 for 19 of 20 ID samples
 10 OOD samples, t = 1.0 and it reports 0.0 where `fpr95` here reports 0.3. Its threshold is
 the same ID score as here when round(0.05 * n_id) = floor(0.05 * n_id) (e.g. n_id a multiple
 of 20); otherwise it is the next ID score up and keeps slightly fewer than 95% of ID samples.
+:func:`fpr95_strict` computes that number, to compare with the paper's tables.
 """
 from __future__ import annotations
 
@@ -72,3 +73,14 @@ def detection_metrics(id_scores, ood_scores) -> dict[str, float]:
         "fpr95": _fpr_at_tpr(is_id, scores, RECALL_LEVEL),
         "fpr95_ood_positive": _fpr_at_tpr(1.0 - is_id, -scores, RECALL_LEVEL),
     }
+
+
+def fpr95_strict(id_scores, ood_scores) -> float:
+    """NC-OOD's FPR95 (``ood_det/metrics.py``, ``get_curve``), kept for comparison with the paper's
+    tables: t = ascending ID scores at index round(0.05 * n_id) (Python's round, halves to even),
+    value = fraction of OOD samples with s_ood > t (strict, so OOD samples tied with t are never
+    counted; see the module doc). ``fpr95`` of :func:`detection_metrics` is the tie-safe number."""
+    id_scores = np.sort(_as_float64_array(id_scores, "id_scores"))
+    ood_scores = _as_float64_array(ood_scores, "ood_scores")
+    threshold = id_scores[round(0.05 * id_scores.size)]
+    return float(np.mean(ood_scores > threshold))

@@ -83,3 +83,18 @@ def test_perfect_and_reversed_separation():
 def test_bad_inputs_raise_clear_errors(id_scores, ood_scores, message):
     with pytest.raises(ValueError, match=message):
         detection_metrics(id_scores, ood_scores)
+
+
+def test_fpr95_strict_is_nc_oods_own_number():
+    from ood.metrics import fpr95_strict
+
+    # the saturated case above: NC-OOD's threshold is 1.0 and its strict '>' counts no OOD sample
+    assert fpr95_strict(np.array([1.0] * 19 + [0.7]), np.array([1.0] * 3 + [0.5] * 7)) == 0.0
+    # ID 1..20: t = sorted[round(1.0)] = 2; OOD 2 ties (not counted), OOD 3 counts: 1/4 (fpr95 says 2/4)
+    assert fpr95_strict(list(range(1, 21)), [2.0, 0.0, 0.5, 3.0]) == 0.25
+    # Python's round halves to even: n = 50 -> index round(2.5) = 2, n = 70 -> round(3.5) = 4
+    assert fpr95_strict(np.arange(50.0), [1.5, 2.5]) == 0.5 and fpr95_strict(np.arange(70.0), [3.5, 4.5]) == 0.5
+    # without ties and with n_id a multiple of 20 it is fpr95
+    rng = np.random.default_rng(0)
+    id_scores, ood_scores = rng.normal(1.0, 1.0, 400), rng.normal(0.0, 1.0, 300)
+    assert fpr95_strict(id_scores, ood_scores) == pytest.approx(detection_metrics(id_scores, ood_scores)["fpr95"])
