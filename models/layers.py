@@ -45,14 +45,16 @@ def check_cnn_kwargs(arch: str, norm: str, drop_path: float) -> None:
         raise ValueError(f"{arch} has no stochastic depth; drop_path applies to ViTs only, set drop_path=0")
 
 
-def conv2d(norm: str, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Conv2d:
-    """Bias-free convolution: weight-standardized for ``gn_ws``, plain for ``bn``.
+def conv2d(norm: str, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
+           bias: bool = False) -> nn.Conv2d:
+    """Convolution, weight-standardized for ``gn_ws``, plain for ``bn``; bias-free unless ``bias``.
 
     Both inits are Kaiming-normal with fan_out (``N(0, 2 / (k*k*out_ch))``, the official
-    NC-controlled init; a bias would be cancelled by the normalization that follows).
+    NC-controlled init; a bias would be cancelled by the normalization that follows, but the
+    official BatchNorm VGG has one, so ``bias=True`` (PyTorch's default bias init) hosts it).
     """
     cls = WSConv2d if norm == "gn_ws" else nn.Conv2d
-    conv = cls(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=False)
+    conv = cls(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     return conv
 

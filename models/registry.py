@@ -2,12 +2,16 @@
 
 A backbone builder is registered with ``@register_model`` under its function name and is
 called with the keyword arguments ``norm, stem, width, in_chans, img_size, patch_size,
-drop_path, spectral_norm, activation, shortcut``; it returns an encoder (``embed_dim``
+drop_path, spectral_norm, activation, shortcut``, and with those of the architecture options
+(:data:`ARCH_OPTION_DEFAULTS`: ``class_token, pos_embed, global_pool`` of the ViTs,
+``conv_bias`` of VGG) that its signature declares; it returns an encoder (``embed_dim``
 attribute, ``stages()`` method). A builder rejects, with a ValueError, every option that
-does not apply to it and is not at its default.
+does not apply to it and is not at its default; an architecture option a builder does not
+declare must stay at its default.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Callable
@@ -19,6 +23,7 @@ STEMS = ("imagenet", "cifar")
 ACTIVATIONS = ("relu", "leaky_relu")
 SHORTCUTS = ("conv", "avgpool")
 RESNET_OPTION_DEFAULTS = {"spectral_norm": 0.0, "activation": "relu", "shortcut": "conv"}
+ARCH_OPTION_DEFAULTS = {"class_token": False, "pos_embed": "sincos", "global_pool": "avg", "conv_bias": False}
 
 
 def register_model(fn: Callable) -> Callable:
@@ -46,7 +51,8 @@ def reject_resnet_options(arch: str, *, spectral_norm: float, activation: str, s
 def build_model(arch: str, num_classes: int, *, nc_control: NCConfig | dict | None = None, norm: str = "bn",
                 stem: str = "imagenet", width: float = 1.0, in_chans: int = 3, img_size: int = 224,
                 patch_size: int = 16, drop_path: float = 0.0, spectral_norm: float = 0.0,
-                activation: str = "relu", shortcut: str = "conv") -> ControlledNet:
+                activation: str = "relu", shortcut: str = "conv", class_token: bool = False,
+                pos_embed: str = "sincos", global_pool: str = "avg", conv_bias: bool = False) -> ControlledNet:
     """Build ``arch`` as encoder -> [projector -> L2 norm] -> classifier.
 
     ``nc_control`` is an :class:`NCConfig`, a dict of its fields, or ``None`` (baseline).
@@ -56,6 +62,9 @@ def build_model(arch: str, num_classes: int, *, nc_control: NCConfig | dict | No
     ``spectral_norm`` (coefficient of the soft spectral normalization of every convolution,
     0 = off, DDU uses 3.0), ``activation`` ('relu' | 'leaky_relu') and ``shortcut``
     ('conv' | 'avgpool').
+    ``class_token``, ``pos_embed`` ('sincos' | 'learned') and ``global_pool`` ('avg' | 'token')
+    apply to the ViTs, ``conv_bias`` to VGG (see :mod:`models.vit`, :mod:`models.vgg`); they host
+    the models of other codebases (:mod:`models.foreign`).
     The returned model carries ``build_kwargs``, a JSON-able dict with which
     ``build_model(**model.build_kwargs)`` rebuilds the same architecture.
     """
@@ -79,13 +88,22 @@ def build_model(arch: str, num_classes: int, *, nc_control: NCConfig | dict | No
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+    options = dict(class_token=bool(class_token), pos_embed=pos_embed, global_pool=global_pool,
+                   conv_bias=bool(conv_bias))
+    declared = inspect.signature(MODELS[arch]).parameters
+    for name, value in options.items():
+        if name not in declared and value != ARCH_OPTION_DEFAULTS[name]:
+            raise ValueError(f"{arch} does not take {name}={value!r}; leave it at its default "
+                             f"{ARCH_OPTION_DEFAULTS[name]!r}")
     nc = NCConfig.from_any(nc_control)
     encoder = MODELS[arch](norm=norm, stem=stem, width=float(width), in_chans=int(in_chans),
                            img_size=int(img_size), patch_size=int(patch_size), drop_path=float(drop_path),
-                           spectral_norm=float(spectral_norm), activation=activation, shortcut=shortcut)
+                           spectral_norm=float(spectral_norm), activation=activation, shortcut=shortcut,
+                           **{name: value for name, value in options.items() if name in declared})
     model = ControlledNet(encoder, num_classes, nc)
     model.build_kwargs = dict(arch=arch, num_classes=num_classes, nc_control=nc.to_dict(), norm=norm, stem=stem,
                               width=float(width), in_chans=int(in_chans), img_size=int(img_size),
                               patch_size=int(patch_size), drop_path=float(drop_path),
-                              spectral_norm=float(spectral_norm), activation=activation, shortcut=shortcut)
+                              spectral_norm=float(spectral_norm), activation=activation, shortcut=shortcut,
+                              **options)
     return model

@@ -8,7 +8,9 @@ channels (times ``width``), each block ending in a 2x2 stride-2 max-pool; ``embe
 int(512 * width)``. The max-pools round up (``ceil_mode=True``), which equals the usual
 floor pooling whenever the size is divisible by 32 (224 px -> 7x7, 32 px -> 1x1) and keeps
 28 px inputs valid (-> 1x1). CIFAR-style VGGs keep all five pools, so ``stem='cifar'`` and
-``stem='imagenet'`` build the same network.
+``stem='imagenet'`` build the same network. ``conv_bias=True`` gives every convolution a bias,
+as in the official BatchNorm VGG (redundant before a norm, but it shifts the last
+convolution's output, the official hook point); the default is bias-free.
 Hookable stages: ``block1`` .. ``block5`` (B x C x H x W, each after its max-pool);
 :meth:`VGGEncoder.last_conv` is the last convolution of ``block5`` (``block5.9``), the layer the
 official code hooks as ``features.49`` (its flat ``features`` list holds the same modules in the
@@ -30,14 +32,16 @@ VGG17_BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 class VGGEncoder(nn.Module):
     """block1..block5 -> global average pool -> B x embed_dim."""
 
-    def __init__(self, blocks: tuple[tuple[int, int], ...], norm: str, width: float, in_chans: int) -> None:
+    def __init__(self, blocks: tuple[tuple[int, int], ...], norm: str, width: float, in_chans: int,
+                 conv_bias: bool = False) -> None:
         super().__init__()
         in_ch = in_chans
         for index, (n_convs, channels) in enumerate(blocks):
             out_ch = scaled(channels, width)
             layers: list[nn.Module] = []
             for _ in range(n_convs):
-                layers += [conv2d(norm, in_ch, out_ch, 3, padding=1), norm2d(norm, out_ch), nn.ReLU(inplace=True)]
+                layers += [conv2d(norm, in_ch, out_ch, 3, padding=1, bias=conv_bias), norm2d(norm, out_ch),
+                           nn.ReLU(inplace=True)]
                 in_ch = out_ch
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
             setattr(self, f"block{index + 1}", nn.Sequential(*layers))
@@ -61,9 +65,10 @@ class VGGEncoder(nn.Module):
 
 @register_model
 def vgg17(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-          drop_path: float, spectral_norm: float, activation: str, shortcut: str) -> VGGEncoder:
+          drop_path: float, spectral_norm: float, activation: str, shortcut: str,
+          conv_bias: bool = False) -> VGGEncoder:
     """VGG17 (VGG19's conv layers); ``stem`` does not change it (see the module docstring).
     The DDU ResNet options (``spectral_norm``, ``activation``, ``shortcut``) must stay at their defaults."""
     check_cnn_kwargs("vgg17", norm, drop_path)
     reject_resnet_options("vgg17", spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
-    return VGGEncoder(VGG17_BLOCKS, norm, width, in_chans)
+    return VGGEncoder(VGG17_BLOCKS, norm, width, in_chans, conv_bias)

@@ -7,11 +7,24 @@
   baselines for ImageNet-1k", arXiv:2205.01580, 2022), kept in the state_dict, never trained;
 - stochastic depth rising linearly to ``drop_path`` over the blocks (timm ``drop_path_rate``).
 
+Three options host the ViTs of other codebases as models of ours (defaults: the official layout):
+
+- ``class_token`` (False): prepend timm's learned class token (a prefix token: stage features
+  average the patch tokens only, see :func:`engine.features.pool_output`);
+- ``pos_embed`` ('sincos'): ``'learned'`` keeps timm's trainable position embedding, one row per
+  token, the class token included;
+- ``global_pool`` ('avg'): ``'token'`` takes the class token after the final LayerNorm as the
+  embedding instead of the patch-token mean.
+
+A stock timm ``vit_tiny_patch16_224`` is ``class_token=True, pos_embed='learned',
+global_pool='token'``; the official NC-OOD ViT is the default (its sine-cosine embedding is a
+plain tensor, absent from its state_dict). A class token needs a learned position embedding.
+
 ViT-Tiny: 12 blocks, width 192, 3 heads; ViT-Small: 12 blocks, width 384, 6 heads.
 ``img_size`` must be a multiple of ``patch_size`` (e.g. 32 px with patch 8, 28 px with patch 4).
 ViTs always use LayerNorm and a patch embedding: ``norm='gn_ws'``, ``stem='cifar'`` and
 ``width != 1`` are rejected, as are the DDU ResNet options (``spectral_norm``, ``activation``,
-``shortcut``) away from their defaults. Hookable stages: ``block0`` .. ``block11`` (B x N x D, N patches).
+``shortcut``) away from their defaults. Hookable stages: ``block0`` .. ``block11`` (B x N x D, N tokens).
 No pretrained weights are used.
 """
 from __future__ import annotations
@@ -25,6 +38,8 @@ from torch import nn
 from models.registry import register_model, reject_resnet_options
 
 SINCOS_TEMPERATURE = 10000.0
+POS_EMBEDS = ("sincos", "learned")
+GLOBAL_POOLS = ("avg", "token")
 
 
 def sincos_2d_position_embedding(h: int, w: int, dim: int, temperature: float = SINCOS_TEMPERATURE) -> torch.Tensor:
@@ -45,16 +60,18 @@ def sincos_2d_position_embedding(h: int, w: int, dim: int, temperature: float = 
 
 
 class ViTEncoder(nn.Module):
-    """A timm VisionTransformer without class token and head: image -> B x embed_dim."""
+    """A timm VisionTransformer without head (by default also without class token): image -> B x embed_dim."""
 
-    def __init__(self, timm_name: str, img_size: int, patch_size: int, in_chans: int, drop_path: float) -> None:
+    def __init__(self, timm_name: str, img_size: int, patch_size: int, in_chans: int, drop_path: float,
+                 class_token: bool = False, pos_embed: str = "sincos", global_pool: str = "avg") -> None:
         super().__init__()
         self.vit = timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=img_size,
                                      patch_size=patch_size, in_chans=in_chans, drop_path_rate=drop_path,
-                                     global_pool="avg", class_token=False, fc_norm=False)
-        grid_h, grid_w = self.vit.patch_embed.grid_size
-        pos = sincos_2d_position_embedding(grid_h, grid_w, self.vit.embed_dim)
-        self.vit.pos_embed = nn.Parameter(pos.unsqueeze(0), requires_grad=False)
+                                     global_pool=global_pool, class_token=class_token, fc_norm=False)
+        if pos_embed == "sincos":
+            grid_h, grid_w = self.vit.patch_embed.grid_size
+            pos = sincos_2d_position_embedding(grid_h, grid_w, self.vit.embed_dim)
+            self.vit.pos_embed = nn.Parameter(pos.unsqueeze(0), requires_grad=False)
         self.embed_dim = int(self.vit.num_features)
 
     def stages(self) -> "OrderedDict[str, nn.Module]":
@@ -65,8 +82,8 @@ class ViTEncoder(nn.Module):
 
 
 def _build_vit(arch: str, timm_name: str, *, norm: str, stem: str, width: float, in_chans: int, img_size: int,
-               patch_size: int, drop_path: float, spectral_norm: float, activation: str,
-               shortcut: str) -> ViTEncoder:
+               patch_size: int, drop_path: float, spectral_norm: float, activation: str, shortcut: str,
+               class_token: bool, pos_embed: str, global_pool: str) -> ViTEncoder:
     reject_resnet_options(arch, spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
     if norm == "gn_ws":
         raise ValueError(f"{arch} uses LayerNorm; norm='gn_ws' applies to CNNs only, leave norm at its default")
@@ -77,22 +94,35 @@ def _build_vit(arch: str, timm_name: str, *, norm: str, stem: str, width: float,
         raise ValueError(f"{arch} has a fixed width; width applies to CNNs only, set width=1.0")
     if patch_size < 1 or img_size < patch_size or img_size % patch_size:
         raise ValueError(f"{arch}: img_size ({img_size}) must be a positive multiple of patch_size ({patch_size})")
-    return ViTEncoder(timm_name, img_size, patch_size, in_chans, drop_path)
+    if pos_embed not in POS_EMBEDS:
+        raise ValueError(f"{arch}: pos_embed must be one of {POS_EMBEDS}, got {pos_embed!r}")
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"{arch}: global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+    if global_pool == "token" and not class_token:
+        raise ValueError(f"{arch}: global_pool='token' reads the class token; set class_token=True or global_pool='avg'")
+    if class_token and pos_embed == "sincos":
+        raise ValueError(f"{arch}: the sine-cosine embedding has no row for a class token; "
+                         f"use pos_embed='learned' with class_token=True")
+    return ViTEncoder(timm_name, img_size, patch_size, in_chans, drop_path, class_token, pos_embed, global_pool)
 
 
 @register_model
 def vit_tiny(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-             drop_path: float, spectral_norm: float, activation: str, shortcut: str) -> ViTEncoder:
+             drop_path: float, spectral_norm: float, activation: str, shortcut: str,
+             class_token: bool = False, pos_embed: str = "sincos", global_pool: str = "avg") -> ViTEncoder:
     """ViT-Tiny (embed_dim 192)."""
     return _build_vit("vit_tiny", "vit_tiny_patch16_224", norm=norm, stem=stem, width=width, in_chans=in_chans,
                       img_size=img_size, patch_size=patch_size, drop_path=drop_path,
-                      spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
+                      spectral_norm=spectral_norm, activation=activation, shortcut=shortcut,
+                      class_token=class_token, pos_embed=pos_embed, global_pool=global_pool)
 
 
 @register_model
 def vit_small(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-              drop_path: float, spectral_norm: float, activation: str, shortcut: str) -> ViTEncoder:
+              drop_path: float, spectral_norm: float, activation: str, shortcut: str,
+              class_token: bool = False, pos_embed: str = "sincos", global_pool: str = "avg") -> ViTEncoder:
     """ViT-Small (embed_dim 384)."""
     return _build_vit("vit_small", "vit_small_patch16_224", norm=norm, stem=stem, width=width, in_chans=in_chans,
                       img_size=img_size, patch_size=patch_size, drop_path=drop_path,
-                      spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
+                      spectral_norm=spectral_norm, activation=activation, shortcut=shortcut,
+                      class_token=class_token, pos_embed=pos_embed, global_pool=global_pool)

@@ -125,6 +125,53 @@ def test_vit_embedding_is_mean_of_patch_tokens_after_final_norm():
     assert torch.equal(vit.pos_embed[0], sincos_2d_position_embedding(4, 4, 192))
 
 
+def test_vit_class_token_learned_position_and_token_pooling():
+    torch.manual_seed(0)
+    model = models.build_model("vit_tiny", CLASSES, img_size=PX, patch_size=8, class_token=True,
+                               pos_embed="learned", global_pool="token").eval()
+    vit = model.encoder.vit
+    assert vit.num_prefix_tokens == 1 and vit.pos_embed.shape == (1, 17, 192) and vit.pos_embed.requires_grad
+    x = images(2)
+    with torch.no_grad():
+        tokens = torch.cat([vit.cls_token.expand(2, -1, -1), vit.patch_embed(x)], dim=1) + vit.pos_embed
+        for block in vit.blocks:
+            tokens = block(tokens)
+        expected = vit.norm(tokens)[:, 0]
+        enc, _, _ = model(x, return_all=True)
+    torch.testing.assert_close(enc, expected)
+    assert model.build_kwargs["class_token"] and model.build_kwargs["global_pool"] == "token"
+    rebuilt = models.build_model(**json.loads(json.dumps(model.build_kwargs))).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+    avg = models.build_model("vit_tiny", CLASSES, img_size=PX, patch_size=8, pos_embed="learned")
+    assert avg.encoder.vit.cls_token is None and avg.encoder.vit.pos_embed.shape == (1, 16, 192)
+
+
+@pytest.mark.parametrize("arch, kwargs, match", [
+    ("vit_tiny", dict(global_pool="token"), "class token"),
+    ("vit_tiny", dict(class_token=True), "learned"),
+    ("vit_tiny", dict(pos_embed="rope"), "pos_embed"),
+    ("vit_tiny", dict(global_pool="max"), "global_pool"),
+    ("vit_tiny", dict(conv_bias=True), "conv_bias"),
+    ("resnet18", dict(class_token=True), "class_token"),
+    ("resnet18", dict(conv_bias=True), "conv_bias"),
+    ("vgg17", dict(pos_embed="learned"), "pos_embed"),
+])
+def test_architecture_options_apply_where_they_belong(arch, kwargs, match):
+    size = dict(img_size=PX, patch_size=8) if arch.startswith("vit") else dict(width=W)
+    with pytest.raises(ValueError, match=match):
+        models.build_model(arch, CLASSES, **size, **kwargs)
+
+
+def test_vgg_conv_bias_option():
+    plain = models.build_model("vgg17", CLASSES, width=W)
+    biased = models.build_model("vgg17", CLASSES, width=W, conv_bias=True)
+    assert plain.encoder.block1[0].bias is None and biased.encoder.block1[0].bias.shape == (8,)
+    assert len(biased.state_dict()) == len(plain.state_dict()) + 16
+    assert biased.build_kwargs["conv_bias"] is True and plain.build_kwargs["conv_bias"] is False
+
+
 def test_sincos_position_embedding_formula():
     pe = sincos_2d_position_embedding(2, 3, 8).double().numpy()
     omega = 1.0 / 10000.0 ** (np.arange(2) / 1.0)
