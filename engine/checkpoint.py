@@ -3,9 +3,14 @@
 A checkpoint records everything needed to rebuild the model and to continue training exactly
 where it stopped: the model's build arguments and weights, the optimizer and scheduler states,
 the epoch count, the resolved configuration, the best accuracy so far and the RNG states.
+
+Checkpoints of other codebases (the official NC-OOD scripts, torchvision, timm) load through the
+same functions when given ``foreign`` options: :mod:`models.foreign` converts them on load to
+one of our models, and :func:`convert_checkpoint` writes the result as a checkpoint of ours.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import random
 from pathlib import Path
@@ -19,6 +24,8 @@ from engine.io import atomic_torch_save
 
 FORMAT_VERSION = 1
 _REQUIRED = ("format", "model_kwargs", "state_dict", "epoch")
+# The official NC-OOD training scripts store their argparse flags in every checkpoint.
+SAFE_GLOBALS = [argparse.Namespace]
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -74,33 +81,73 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, epoch: int, con
     return atomic_torch_save(state, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely; a missing, truncated or foreign file is a one-line UserError."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    foreign: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely; a missing, truncated or foreign file is a one-line UserError.
+
+    With ``foreign`` (the options of :func:`models.foreign.convert`, None values inferred) a
+    checkpoint of another codebase is converted on load instead: the dict then has our keys
+    (``model_kwargs``, ``state_dict``, ``epoch`` as the file records it or 0, no optimizer) and
+    ``foreign = {"layout", "summary", "options"}``. An nc-ood checkpoint must then agree with
+    every option given (they describe foreign files)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass the .pth file written by pretrain.py "
                         f"(its --save_dir/--ckpt_file)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, pickle with foreign objects, not a torch file
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise UserError(f"checkpoint {path} is corrupt or not an nc-ood checkpoint ({reason}); "
                         f"re-run pretraining or point to another file") from None
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED):
+    ours = isinstance(ckpt, dict) and all(k in ckpt for k in _REQUIRED)
+    if foreign is not None:
+        return _check_options(ckpt, foreign, path) if ours else _convert(ckpt, foreign, path)
+    if not ours:
         raise UserError(f"checkpoint {path} is not an nc-ood checkpoint (missing "
                         f"{[k for k in _REQUIRED if not isinstance(ckpt, dict) or k not in ckpt]}); "
-                        f"use a file written by pretrain.py")
+                        f"use a file written by pretrain.py, or convert one of the official NC-OOD code, "
+                        f"torchvision or timm with scripts/convert_official.sh")
+    return ckpt
+
+
+def _convert(obj: Any, options: dict[str, Any], path: Path) -> dict[str, Any]:
+    from models.foreign import convert
+
+    try:
+        converted = convert(obj, **options)
+    except ValueError as exc:
+        raise UserError(f"checkpoint {path} {exc}") from None
+    kwargs = converted.model_kwargs
+    return {"format": FORMAT_VERSION, "arch": kwargs["arch"], "model_kwargs": kwargs,
+            "state_dict": converted.state_dict, "epoch": converted.epoch or 0, "config": {}, "best_acc1": None,
+            "optimizer": None, "scheduler": None, "history": [],
+            "foreign": {"layout": converted.layout, "summary": converted.summary(), "options": dict(options)}}
+
+
+def _check_options(ckpt: dict[str, Any], options: dict[str, Any], path: Path) -> dict[str, Any]:
+    from models import build_model
+
+    with torch.device("meta"):  # the build arguments with the defaults of those newer than the file
+        kwargs = build_model(**ckpt["model_kwargs"]).build_kwargs
+    saved = {**kwargs, **kwargs["nc_control"]}
+    for key, value in options.items():
+        if key != "img_size" and value is not None and saved.get(key) != value:
+            raise UserError(f"checkpoint {path} is an nc-ood checkpoint with {key}={saved.get(key)!r}; --{key} "
+                            f"describes checkpoints of other codebases, drop it")
     return ckpt
 
 
 def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, device: str | torch.device = "cpu",
-                          num_classes: int | None = None) -> torch.nn.Module:
+                          num_classes: int | None = None, foreign: dict[str, Any] | None = None) -> torch.nn.Module:
     """Rebuild the model a checkpoint describes, load its weights, and put it in eval mode.
-    ``num_classes``, when given, must match the checkpoint's (a clear error otherwise)."""
+    ``num_classes``, when given, must match the checkpoint's (a clear error otherwise);
+    ``foreign``: see :func:`load_checkpoint`."""
     from models import build_model
 
     if not isinstance(ckpt, dict):
-        ckpt = load_checkpoint(ckpt)
+        ckpt = load_checkpoint(ckpt, foreign=foreign)
     kwargs = dict(ckpt["model_kwargs"])
     if num_classes is not None and kwargs["num_classes"] != num_classes:
         raise UserError(f"class-count mismatch: the checkpoint was trained on {kwargs['num_classes']} classes "
@@ -108,6 +155,24 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, device: str | torch
     model = build_model(**kwargs)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()
+
+
+def convert_checkpoint(source: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Write the checkpoint of another codebase ``source`` as an nc-ood checkpoint ``out`` (weights
+    only, epoch 0: start a run from it with ``pretrain.py --init_from``) and return the record of
+    its origin stored in it as ``converted_from``. ``options``: see :func:`models.foreign.convert`.
+    An existing ``out`` is never overwritten."""
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"{out} exists; a converted checkpoint is never overwritten: delete it or pass another --out")
+    ckpt = load_checkpoint(source, foreign=options)
+    if "foreign" not in ckpt:
+        raise UserError(f"{source} is already an nc-ood checkpoint; use it as it is")
+    model = model_from_checkpoint(ckpt)
+    record = {**ckpt["foreign"], "path": str(Path(source).resolve()), "sha256": file_hash(source),
+              "epoch": ckpt["epoch"]}
+    save_checkpoint(out, model=model, epoch=0, config={}, extra={"converted_from": record})
+    return record
 
 
 def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:

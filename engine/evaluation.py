@@ -21,16 +21,21 @@ from engine.features import FeatureSet, get_features
 from engine.features import resolve_layers as resolve_module_layers
 from engine.probe import ProbeResult, train_probe
 from metrics.accuracy import topk_accuracy
+from models.foreign import FOREIGN_HELP, FOREIGN_OPTIONS, FOREIGN_TYPES
 from nc_control import NCConfig
 
 EVAL_DEFAULTS: dict = dict(
     ckpt=[], names=[], dataset="fashion_mnist:classes=0-5", data=None, image_size=32, max_per_class=None,
     layers=[], cache_dir="cache/features", batch_size=256, workers=0, device="auto", out_dir="results/eval",
     seed=0, float16=False, precision="float32", probe_epochs=30, probe_lr=1e-3, probe_batch_size=256, probe_solver="adamw",
+    **FOREIGN_OPTIONS,
 )
-EVAL_TYPES = {"ckpt": list[str], "names": list[str], "layers": list[str], "data": str, "max_per_class": int}
+EVAL_TYPES = {"ckpt": list[str], "names": list[str], "layers": list[str], "data": str, "max_per_class": int,
+              **FOREIGN_TYPES}
 EVAL_HELP = {
-    "ckpt": "checkpoint file(s) written by pretrain.py (e.g. a baseline and an NC-controlled one)",
+    **FOREIGN_HELP,
+    "ckpt": "checkpoint file(s) written by pretrain.py (e.g. a baseline and an NC-controlled one), or of the "
+            "official NC-OOD code, torchvision or timm (converted on load, see --arch)",
     "names": "display names for the checkpoints (default: their file names)",
     "dataset": "the in-distribution dataset spec, [label=]name[:key=value,...], e.g. fashion_mnist:classes=0-5",
     "data": "root folder of the in-distribution dataset (when its spec has no root=)",
@@ -54,6 +59,7 @@ class Run:
     model_kwargs: dict
     state_dict: dict
     history: list[dict] = field(default_factory=list)  # the per-epoch records of pretrain.py
+    foreign: dict | None = None  # the conversion options of a checkpoint of another codebase
 
     @property
     def num_classes(self) -> int:
@@ -94,16 +100,27 @@ def open_runs(cfg: Namespace) -> list[Run]:
     if cfg.names and len(cfg.names) != len(cfg.ckpt):
         raise UserError(f"--names has {len(cfg.names)} entries for {len(cfg.ckpt)} checkpoints; give one name each")
     runs = []
+    options = foreign_options(cfg)
     for i, path in enumerate(cfg.ckpt):
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, foreign=options)
         name = cfg.names[i] if cfg.names else Path(path).stem
-        runs.append(Run(name, Path(path), dict(ckpt["model_kwargs"]), ckpt["state_dict"], ckpt.get("history") or []))
+        foreign = options if "foreign" in ckpt else None
+        if foreign is not None:
+            print(f"{name}: {path} read as {ckpt['foreign']['summary']}", flush=True)
+        runs.append(Run(name, Path(path), dict(ckpt["model_kwargs"]), ckpt["state_dict"], ckpt.get("history") or [],
+                        foreign))
     names = [run.name for run in runs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:  # rows are keyed by model name
         raise UserError(f"several checkpoints are named {', '.join(repeated)}; pass --names with one distinct "
                         f"name per checkpoint (the default names are the file names)")
     return runs
+
+
+def foreign_options(cfg: Namespace) -> dict:
+    """How checkpoints of other codebases are read: the model flags (None = inferred) and the
+    evaluated image size (the size of a ViT whose file does not record it)."""
+    return {**{key: getattr(cfg, key, None) for key in FOREIGN_OPTIONS}, "img_size": getattr(cfg, "image_size", None)}
 
 
 def id_spec(cfg: Namespace) -> DatasetSpec:
@@ -122,7 +139,7 @@ def features(cfg: Namespace, run: Run, spec: DatasetSpec, split: str, layers: li
     return get_features(run.path, kwargs, layers, cache_dir=cfg.cache_dir, device=cfg.device,
                         batch_size=cfg.batch_size, num_workers=cfg.workers, float16=cfg.float16,
                         precision=cfg.precision,
-                        num_classes=run.num_classes if check_classes else None)
+                        num_classes=run.num_classes if check_classes else None, foreign=run.foreign)
 
 
 def parse_split_choices(entries: list[str], labels: list[str], flag: str, of: str) -> dict[str, str]:

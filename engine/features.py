@@ -365,11 +365,15 @@ def describe_transform(dataset, image_size) -> dict:
     return {"transform": text, "image_size": image_size}
 
 
-def cache_key(checkpoint_sha256: str, spec: dict, transform: dict, dtype: str, precision: str = "float32") -> str:
+def cache_key(checkpoint_sha256: str, spec: dict, transform: dict, dtype: str, precision: str = "float32",
+              foreign: dict | None = None) -> str:
     """sha256 of the canonical JSON of what determines the features (the forward pass's
-    ``precision`` included: bf16 and float32 features never share an entry)."""
+    ``precision`` included: bf16 and float32 features never share an entry; for a checkpoint of
+    another codebase also the ``foreign`` options it is converted with)."""
     payload = {"format": CACHE_FORMAT, "checkpoint": checkpoint_sha256, "dataset": spec,
                "transform": transform, "dtype": dtype, "precision": precision}
+    if foreign is not None:
+        payload["foreign"] = foreign
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -391,9 +395,11 @@ class FeatureCache:
     def get(self, checkpoint_path: str | Path, dataset_spec: dict, layers: str | Sequence[str], *,
             device: str | torch.device = "auto", batch_size: int = 256, num_workers: int = 0,
             float16: bool = False, precision: str = "float32", show_progress: bool = True,
-            num_classes: int | None = None) -> FeatureSet:
+            num_classes: int | None = None, foreign: dict | None = None) -> FeatureSet:
         """Features of ``layers`` for the dataset ``data.build_dataset(**dataset_spec)`` under the
-        model in ``checkpoint_path``, its forward pass in ``precision`` (see :func:`extract`). When a layer is not cached yet, one forward pass extracts it
+        model in ``checkpoint_path`` (a checkpoint of another codebase: converted with the
+        ``foreign`` options, see :func:`engine.checkpoint.load_checkpoint`), its forward pass in
+        ``precision`` (see :func:`extract`). When a layer is not cached yet, one forward pass extracts it
         together with every other layer of the model the entry lacks, so any later request is a hit.
         The model is rebuilt from the checkpoint only when something must be extracted.
         ``num_classes``, when given, must be the dataset's class count (checked before anything runs)."""
@@ -419,7 +425,7 @@ class FeatureCache:
                             f"dataset/classes it was trained on")
         dtype = "float16" if float16 else "float32"
         transform = describe_transform(dataset, spec.get("image_size"))
-        key = cache_key(checkpoint_sha, spec, transform, dtype, precision)
+        key = cache_key(checkpoint_sha, spec, transform, dtype, precision, foreign)
 
         stored = self.stored_layers(key)
         if stored and hasattr(dataset, "targets"):
@@ -427,25 +433,26 @@ class FeatureCache:
         missing = [n for n in names if n not in stored]
         if missing:
             meta = {"format": CACHE_FORMAT,
-                    "checkpoint": {"path": str(checkpoint_path.resolve()), "sha256": checkpoint_sha},
+                    "checkpoint": {"path": str(checkpoint_path.resolve()), "sha256": checkpoint_sha,
+                                   **({"foreign": foreign} if foreign is not None else {})},
                     "dataset": spec, "transform": transform, "dtype": dtype, "precision": precision,
                     "device": str(resolve_device(device)), "num_samples": len(dataset),
                     "num_classes": int(dataset.num_classes), "classes": list(getattr(dataset, "classes", [])),
                     "layers": {}}
             self._extract_into(key, meta, dataset, missing, stored, checkpoint_path, resolve_device(device),
-                               batch_size, num_workers, show_progress)
+                               batch_size, num_workers, show_progress, foreign)
         return FeatureSet(self.entry_path(key), names)
 
     def _extract_into(self, key: str, meta: dict, dataset, layers: list[str], stored: list[str],
                       checkpoint_path: Path, device: torch.device, batch_size: int, num_workers: int,
-                      show_progress: bool) -> None:
+                      show_progress: bool, foreign: dict | None = None) -> None:
         """Run the model once over ``dataset`` for ``layers`` (named layers or module paths) and every
         other named layer the entry lacks (pooled features are small next to the forward pass, and
         every evaluator then hits the cache). Each layer's meta records the module path it hooked."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = make_temp_dir(self.cache_dir, key[:16])
         try:
-            model = ckpt_io.model_from_checkpoint(checkpoint_path, device=device)
+            model = ckpt_io.model_from_checkpoint(checkpoint_path, device=device, foreign=foreign)
             layers = list(dict.fromkeys(layers + [n for n in model.named_layers() if n not in stored]))
             sink = MemmapSink(tmp, len(dataset), meta["dtype"])
             extract(model, dataset, layers, device=device, batch_size=batch_size, num_workers=num_workers,
@@ -491,12 +498,12 @@ class FeatureCache:
 def get_features(checkpoint_path: str | Path, dataset_spec: dict, layers: str | Sequence[str], *,
                  cache_dir: str | Path, device: str | torch.device = "auto", batch_size: int = 256,
                  num_workers: int = 0, float16: bool = False, precision: str = "float32", show_progress: bool = True,
-                 num_classes: int | None = None) -> FeatureSet:
+                 num_classes: int | None = None, foreign: dict | None = None) -> FeatureSet:
     """:meth:`FeatureCache.get` on ``FeatureCache(cache_dir)``."""
     return FeatureCache(cache_dir).get(checkpoint_path, dataset_spec, layers, device=device, batch_size=batch_size,
                                        num_workers=num_workers, float16=float16, precision=precision,
                                        show_progress=show_progress,
-                                       num_classes=num_classes)
+                                       num_classes=num_classes, foreign=foreign)
 
 
 __all__ = ["CACHE_FORMAT", "PRECISIONS", "FeatureCache", "FeatureSet", "MemmapSink", "MemorySink", "cache_key",
