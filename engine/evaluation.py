@@ -93,6 +93,24 @@ class Run:
         """Every named layer, in depth order, without the classifier's logits."""
         return [name for name in self.skeleton().named_layers() if name != "classifier"]
 
+    def layer_depths(self, layers: list[str]) -> dict[str, int]:
+        """Depth index of each of ``layers`` (named layers or module paths) among every named layer and
+        ``layers``: the order in which their modules finish in the forward pass (children before
+        parents, in registration order, as in these feed-forward models)."""
+        model = self.skeleton()
+        finished: dict[int, int] = {}
+
+        def visit(module: torch.nn.Module) -> None:
+            for child in module.children():
+                visit(child)
+            finished.setdefault(id(module), len(finished))
+
+        visit(model)
+        names = list(dict.fromkeys([*self.layer_names(), *layers]))
+        modules = resolve_module_layers(model, names)
+        ranked = sorted(names, key=lambda name: finished[id(modules[name])])
+        return {name: index for index, name in enumerate(ranked)}
+
 
 def open_runs(cfg: Namespace) -> list[Run]:
     if not cfg.ckpt:

@@ -171,7 +171,7 @@ def probe_dataset(cfg: Namespace, run: Run, spec: DatasetSpec, layers: list[str]
     ``log_odds_gain``."""
     train = features(cfg, run, spec, "train", layers)
     test = features(cfg, run, spec, test_split, layers)
-    depth = {name: index for index, name in enumerate(run.layer_names())}
+    depth = run.layer_depths(layers)
     rows = []
     for layer in layers:
         result = probe(cfg, train, layer, test)

@@ -5,6 +5,7 @@ features are those of the original modules on the same images; the converter wri
 pretrain.py starts from; unreadable files are one-line errors."""
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,8 @@ def reference(model: nn.Module, images: torch.Tensor, points: dict[str, nn.Modul
             out[name] = o.mean(dim=(2, 3)) if o.dim() == 4 else o[:, prefix_tokens:].mean(1) if o.dim() == 3 else o.clone()
         return hook
 
+    if official and model.projection_head is not None:
+        points = {**points, "projector_raw": model.projection_head}
     handles = [module.register_forward_hook(pool(name)) for name, module in points.items()]
     if official:
         out["encoder"], projected, out["classifier"] = model(images, embed=True)
@@ -105,17 +108,24 @@ def reference(model: nn.Module, images: torch.Tensor, points: dict[str, nn.Modul
 
 
 def official_points(name: str, model: nn.Module) -> dict[str, nn.Module]:
-    """Our named layers -> the official modules they correspond to."""
+    """Our named layers (and a dotted module path of ours) -> the official modules they correspond to."""
     if name.startswith("resnet"):
-        return {f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}
+        return {**{f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}, "last_conv": model.layer4[-1].conv2,
+                "encoder.layer3.0.shortcut.1": model.layer3[0].downsample[1]}
     if name.startswith("vgg"):
-        return {f"block{i + 1}": model.features[index] for i, index in enumerate((6, 13, 26, 39, 52))}
-    return {f"block{i}": block for i, block in enumerate(model.blocks)}
+        return {**{f"block{i + 1}": model.features[index] for i, index in enumerate((6, 13, 26, 39, 52))},
+                "last_conv": model.features[49], "encoder.block3.4": model.features[18]}
+    return {**{f"block{i}": block for i, block in enumerate(model.blocks)},
+            "encoder.vit.blocks.5.mlp.fc1": model.blocks[5].mlp.fc1, "encoder.vit.patch_embed": model.patch_embed}
 
 
 def assert_features_equal(fs, expected: dict[str, torch.Tensor]) -> None:
+    """Equal to float32 rounding: within 1e-5 of the layer's largest magnitude (differently ordered
+    sums through up to 34 layers)."""
     for layer, value in expected.items():
-        torch.testing.assert_close(fs[layer], value.float(), rtol=1e-4, atol=2e-5, msg=lambda m: f"{layer}: {m}")
+        scale = float(value.abs().max())
+        torch.testing.assert_close(fs[layer], value.float(), rtol=1e-4, atol=1e-5 * max(scale, 1.0),
+                                   msg=lambda m: f"{layer}: {m}")
 
 
 def cached(path, split, layers, cache_dir, monkeypatch, foreign=None, **spec):
@@ -163,12 +173,16 @@ def test_eval_nc_on_official_resnets_measures_the_features_of_the_official_model
     rows = eval_nc.main(["--ckpt", str(base_path), str(nc_path), "--names", "base", "nc", "--cache_dir", str(cache),
                          "--out_dir", str(tmp_path / "out"), *COMMON])
     layers = {m: [r["layer"] for r in rows if r["model"] == m] for m in ("base", "nc")}
-    assert layers["nc"] == layers["base"] + ["projector"] and "encoder" in layers["base"]
+    assert layers["base"] == ["layer1", "layer2", "layer3", "last_conv", "layer4", "encoder"]
+    assert layers["nc"] == layers["base"] + ["projector_raw", "projector"]
     assert [(r["model"], r["layer"]) for r in rows if r["classifier"] == "model"] == [("base", "encoder"),
                                                                                       ("nc", "projector")]
     images = id_images("train")
     for name, model, path in (("resnet18_base", base, base_path), ("resnet18_nc", nc, nc_path)):
         expected = reference(model, images, official_points(name, model))
+        dotted = [layer for layer in expected if "." in layer]  # module paths: extracted on request
+        eval_nc.main(["--ckpt", str(path), "--layers", *dotted, "--cache_dir", str(cache),
+                      "--out_dir", str(tmp_path / "paths"), *COMMON])
         assert_features_equal(cached(path, "train", list(expected), cache, monkeypatch), expected)
 
 
@@ -177,9 +191,11 @@ def test_eval_ood_on_official_vggs_scores_the_features_of_the_official_models(tm
     nc, nc_path = official("vgg17_nc")
     cache = tmp_path / "cache"
     rows = eval_ood.main(["--ckpt", str(base_path), str(nc_path), "--names", "base", "nc", "--ood",
-                          "near=fashion_mnist:classes=6-9", "--no-histograms", "--cache_dir", str(cache),
+                          "near=fashion_mnist:classes=6-9", "--no-histograms", "--layers", "last_conv", "encoder",
+                          "projector", "encoder.block3.4", "--cache_dir", str(cache),
                           "--out_dir", str(tmp_path / "out"), *COMMON])
-    assert {(r["model"], r["layer"]) for r in rows} == {("base", "encoder"), ("nc", "encoder"), ("nc", "projector")}
+    assert {(r["model"], r["layer"]) for r in rows} == {
+        (m, layer) for m in ("base", "nc") for layer in ("last_conv", "encoder", "encoder.block3.4")} | {("nc", "projector")}
     assert all(0 <= r["auroc"] <= 1 for r in rows)
     for split, spec in (("train", {}), ("test", {}), ("test", {"classes": [6, 7, 8, 9]})):
         dataset = build_dataset(**{**ID_SPEC, **spec}, split=split)
@@ -193,10 +209,15 @@ def test_train_lp_on_an_official_vit_probes_the_features_of_the_official_model(t
     model, path = official("vit_tiny_nc")
     cache = tmp_path / "cache"
     rows = train_lp.main(["--ckpt", str(path), "--names", "vit", "--transfer", "digits", "--layers", "block11",
-                          "encoder", "projector", "--cache_dir", str(cache), "--out_dir", str(tmp_path / "out"),
+                          "encoder", "projector_raw", "projector", "encoder.vit.blocks.5.mlp.fc1",
+                          "encoder.vit.patch_embed", "--cache_dir", str(cache), "--out_dir", str(tmp_path / "out"),
                           *COMMON])
-    assert {(r["dataset"], r["layer"]) for r in rows} >= {("digits", "encoder"), ("digits", "projector")}
+    assert {(r["dataset"], r["layer"]) for r in rows} >= {("digits", "encoder"), ("digits", "projector"),
+                                                          ("digits", "encoder.vit.blocks.5.mlp.fc1")}
     assert next(r for r in rows if r["layer"] == "encoder" and r["dataset"] == "digits")["id_acc_from"] == "head"
+    depth = {r["layer"]: r["depth"] for r in rows if r["dataset"] == "digits"}  # module paths sit where they run
+    assert depth["encoder.vit.patch_embed"] < depth["encoder.vit.blocks.5.mlp.fc1"] < depth["block11"] < \
+        depth["encoder"] < depth["projector_raw"] < depth["projector"]
     spec = {"name": "digits", "classes": None}
     dataset = build_dataset(**{**ID_SPEC, **spec}, split="train")
     expected = reference(model, torch.stack([dataset[i][0] for i in range(len(dataset))]),
@@ -219,9 +240,10 @@ def test_a_torchvision_resnet18_state_dict_is_our_imagenet_stem_resnet18(tmp_pat
     cache = tmp_path / "cache"
     rows = train_lp.main(["--ckpt", str(path), "--transfer", "digits", "--no-id_metrics", "--cache_dir", str(cache),
                           "--out_dir", str(tmp_path / "out"), *COMMON])
-    assert {r["layer"] for r in rows} == {"layer1", "layer2", "layer3", "layer4", "encoder"}
+    assert {r["layer"] for r in rows} == {"layer1", "layer2", "layer3", "last_conv", "layer4", "encoder"}
     dataset = build_dataset(**{**ID_SPEC, "name": "digits", "classes": None}, split="test")
-    points = {f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)} | {"encoder": model.avgpool}
+    points = {f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)} | {
+        "encoder": model.avgpool, "last_conv": model.layer4[1].conv2}
     expected = reference(model, torch.stack([dataset[i][0] for i in range(len(dataset))]), points, official=False)
     assert_features_equal(cached(path, "test", list(expected), cache, monkeypatch, name="digits", classes=None),
                           expected)
@@ -233,12 +255,13 @@ def test_a_stock_timm_vit_tiny_patch16_224_state_dict(tmp_path, monkeypatch):
     torch.save(model.state_dict(), path)
     cache = tmp_path / "cache"
     args = ["--ckpt", str(path), "--max_per_class", "2", "--image_size", "224", "--layers", "block0", "block11",
-            "encoder", "--device", "cpu", "--cache_dir", str(cache), "--out_dir", str(tmp_path / "out")]
+            "encoder", "encoder.vit.blocks.3.attn", "--device", "cpu", "--cache_dir", str(cache),
+            "--out_dir", str(tmp_path / "out")]
     rows = eval_nc.main(args)
-    assert [r["layer"] for r in rows] == ["block0", "block11", "encoder"]
+    assert [r["layer"] for r in rows] == ["block0", "block11", "encoder", "encoder.vit.blocks.3.attn"]
     dataset = build_dataset(**{**ID_SPEC, "max_per_class": 2, "image_size": 224}, split="train")
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    points = {f"block{i}": model.blocks[i] for i in (0, 11)}
+    points = {"block0": model.blocks[0], "block11": model.blocks[11], "encoder.vit.blocks.3.attn": model.blocks[3].attn}
     expected = reference(model, images, points, prefix_tokens=1, official=False)
     with torch.no_grad():
         expected["encoder"] = model.forward_head(model.forward_features(images), pre_logits=True)
@@ -256,8 +279,11 @@ def test_timm_pooling_is_an_option_and_part_of_the_cache_key(tmp_path):
     import timm
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=CLASSES, img_size=PX,
                               patch_size=8).eval()
-    path = tmp_path / "vit.pth"
-    torch.save({"state_dict": model.state_dict(), "epoch": 5}, path)
+    path = tmp_path / "model_best.pth.tar"  # as timm's train.py saves (its CheckpointSaver)
+    torch.save({"epoch": 5, "arch": "vit_tiny_patch16_224", "state_dict": model.state_dict(), "version": 2,
+                "optimizer": torch.optim.AdamW(model.parameters()).state_dict(), "metric": 41.0,
+                "state_dict_ema": model.state_dict(), "args": argparse.Namespace(model="vit_tiny_patch16_224", lr=5e-4)},
+               path)
     x = torch.randn(2, 3, PX, PX)
     token = model_from_checkpoint(path, foreign={})
     avg = model_from_checkpoint(path, foreign={"global_pool": "avg"})
