@@ -14,7 +14,8 @@ at each of ``milestones``), ``--val_split`` (a stratified held-out part of the t
 for the per-epoch top-1), the model flags ``--spectral_norm --activation --shortcut``, and for
 the NC intervention ``--loss nc`` (:class:`nc_control.NCLoss`, no cross-entropy) from
 ``--init_from`` a checkpoint, with ``--monitor_ood`` logging NC and GMM detection each epoch
-(:mod:`engine.monitor`).
+(:mod:`engine.monitor`). ``--monitor_layers`` logs the collapse of named layers each epoch (NC1,
+CDNV and VCI on a fixed, capped set of training images), the curves of the embedded study.
 """
 from __future__ import annotations
 
@@ -50,10 +51,11 @@ PRETRAIN_DEFAULTS: dict = dict(
     expt_name="run", seed=0, resume=None, device="auto",
     optimizer="adamw", momentum=0.9, schedule="cosine", milestones=[], gamma=0.1, val_split=0.0,
     spectral_norm=0.0, activation="relu", shortcut="conv", loss="ce", init_from=None,
-    monitor_ood=[], monitor_max_per_class=None,
+    monitor_ood=[], monitor_layers=[], monitor_max_per_class=None,
 )
 PRETRAIN_TYPES = {"data": str, "transform": str, "classes": list[int], "max_per_class": int, "resume": str, "milestones": list[int],
-                  "init_from": str, "monitor_ood": list[str], "monitor_max_per_class": int}
+                  "init_from": str, "monitor_ood": list[str], "monitor_layers": list[str],
+                  "monitor_max_per_class": int}
 PRETRAIN_ALIASES = {"batch_size": ["-b"], "workers": ["-j"], "arch": ["-a"]}
 PRETRAIN_HELP = {
     "data": "dataset root folder (embedded datasets find their files themselves)",
@@ -89,7 +91,10 @@ PRETRAIN_HELP = {
                  "flags must match it)",
     "monitor_ood": "OOD dataset specs: after each epoch log NC metrics of the training features and the GMM (DDU) "
                    "AUROC and false positives per set (empty = off)",
-    "monitor_max_per_class": "training samples per class the monitor measures (default: all)",
+    "monitor_layers": "named layers whose NC1, CDNV and VCI on the monitor's training samples (evaluation transform) "
+                      "are logged after each epoch, with the model's top-1 on them, e.g. encoder projector; the "
+                      "projector layers are skipped for a model without a projector (empty = off)",
+    "monitor_max_per_class": "training samples per class the monitor measures, the same ones every epoch (default: all)",
 }
 OPTIMIZERS, SCHEDULES, LOSSES = ("adamw", "sgd"), ("cosine", "step"), ("ce", "nc")
 
@@ -281,25 +286,36 @@ def build_pretrain_data(cfg: Namespace):
     return train_set, build_dataset(cfg.dataset, "test", augment=False, **_dataset_kwargs(cfg))
 
 
-def build_monitor(cfg: Namespace, info: D.DistInfo):
-    """The per-epoch :class:`engine.monitor.EpochMonitor` of ``--monitor_ood`` (None when empty):
-    the training part of the training split (evaluation transform, at most
-    ``--monitor_max_per_class`` per class), the test split and each OOD spec's test split."""
-    if not cfg.monitor_ood:
+PROJECTOR_LAYERS = ("projector_raw", "projector")
+
+
+def build_monitor(cfg: Namespace, info: D.DistInfo, model: torch.nn.Module):
+    """The per-epoch :class:`engine.monitor.EpochMonitor` of ``--monitor_layers`` and
+    ``--monitor_ood`` (None when both are empty): the training part of the training split
+    (evaluation transform, at most ``--monitor_max_per_class`` per class, drawn once by the seed),
+    the test split and each OOD spec's test split. The layers are checked against ``model``'s
+    named layers here, before any training; projector layers are dropped for a model without one."""
+    if not cfg.monitor_ood and not cfg.monitor_layers:
         return None
     from data import build_dataset, parse_spec
+    from engine.features import resolve_layers
     from engine.monitor import EpochMonitor, cap_per_class
 
+    net = unwrap(model)
+    layers = [layer for layer in cfg.monitor_layers if layer not in PROJECTOR_LAYERS or net.nc.has_projector]
+    if layers:
+        resolve_layers(net, layers)
     train, _ = training_part(cfg, build_dataset(cfg.dataset, "train", augment=False, **_dataset_kwargs(cfg)))
     targets = train.dataset.targets[train.indices] if isinstance(train, Subset) else train.targets
     train = Subset(train, cap_per_class(targets, cfg.monitor_max_per_class, cfg.seed).tolist())
-    test = build_dataset(cfg.dataset, "test", augment=False, **_dataset_kwargs(cfg))
-    ood = {}
-    for text in cfg.monitor_ood:
-        spec = parse_spec(text)
-        ood[spec.label] = build_dataset(**spec.kwargs(image_size=cfg.image_size, seed=cfg.seed), split="test")
-    return EpochMonitor(train, test, ood, cfg.num_classes, device=info.device, batch_size=cfg.batch_size,
-                        num_workers=cfg.workers)
+    test, ood = None, {}
+    if cfg.monitor_ood:
+        test = build_dataset(cfg.dataset, "test", augment=False, **_dataset_kwargs(cfg))
+        for text in cfg.monitor_ood:
+            spec = parse_spec(text)
+            ood[spec.label] = build_dataset(**spec.kwargs(image_size=cfg.image_size, seed=cfg.seed), split="test")
+    return EpochMonitor(train, cfg.num_classes, layers=layers, test=test, ood=ood, device=info.device,
+                        batch_size=cfg.batch_size, num_workers=cfg.workers)
 
 
 def build_loss_fn(cfg: Namespace, model) -> Callable:
@@ -393,6 +409,7 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
     is_cnn = not cfg.arch.startswith("vit")
     channels_last = info.device.type == "cuda" and is_cnn
     model = model.to(info.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    monitor = build_monitor(cfg, info, model) if info.is_main else None  # checks its layers before any file is written
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     scheduler = build_scheduler(optimizer, cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor,
@@ -423,7 +440,6 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
             find_unused_parameters=cfg.loss == "nc")
     loss_fn = build_loss_fn(cfg, model)
-    monitor = build_monitor(cfg, info) if info.is_main else None
 
     acc1 = float("nan")
     for epoch in range(start_epoch, cfg.epochs):
@@ -454,10 +470,7 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
             print(f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.3g}  loss {stats.loss:.4f} ({terms})  train top-1 "
                   f"{stats.acc1:.4f}  val top-1 {acc1:.4f}  {stats.seconds:.1f}s", flush=True)
             if monitor is not None:
-                print("  monitor: nc1 {:.4g}  nc3 {:.4g}  gmm AUROC / false positives: {}".format(
-                    record["nc1"], record["nc3"], ", ".join(
-                        f"{label} {record[f'auroc_{label}']:.4f} / {record[f'false_positives_{label}']}"
-                        for label in monitor.ood_labels)), flush=True)
+                print(monitor.describe(record), flush=True)
         D.barrier(info)
     return {"best_acc1": best_acc1, "last_acc1": acc1, "epochs": cfg.epochs,
             **{k: str(v) for k, v in paths.items()}}

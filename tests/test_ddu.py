@@ -149,7 +149,8 @@ def test_embedded_recipe_then_nc_intervention_with_the_monitor(tmp_path, capsys)
 
     # the record is what the monitor measures on the saved model; the intervention changed the weights
     cfg = config(*nc_args[2:])
-    remeasured = build_monitor(cfg, SimpleNamespace(device=torch.device("cpu")))(model_from_checkpoint(tmp_path / "nc.pth"))
+    saved = model_from_checkpoint(tmp_path / "nc.pth")
+    remeasured = build_monitor(cfg, SimpleNamespace(device=torch.device("cpu")), saved)(saved)
     for key in ("nc1", "nc3", "nc4", "auroc_near", "false_positives_near", "auroc_digits", "false_positives_digits"):
         assert remeasured[key] == pytest.approx(record[key], rel=1e-6), key
     after = load_checkpoint(tmp_path / "nc.pth")["state_dict"]
