@@ -1,15 +1,18 @@
-"""Summarize one results folder as the paper's Table 1 and Figure 1, check the paper's four
-claims over several seeds' folders, or tabulate min / max / mean AUROC over seeds of eval_ood.py
-results (Haas et al., TMLR 2022, Tables 4 and 5); see engine/summary.py.
+"""Summarize one results folder as the paper's Table 1 and Figure 1 (with the four claims on that
+seed and the curves of training), check the claims and the 2 x 2 ablation over several seeds'
+folders, or tabulate min / max / mean AUROC over seeds of eval_ood.py results (Haas et al.,
+TMLR 2022, Tables 4 and 5); see engine/summary.py and engine/claims.py.
 
-    python summarize.py --results results/demo
+    python summarize.py --results results/demo --runs runs/demo
     python summarize.py --seeds results/seed0 results/seed1 results/seed2 --out_dir results/claims
+    python summarize.py --sweep results/sweep/epochs10 results/sweep/epochs20 --out_dir results/sweep
     python summarize.py --ood_seeds results/ddu/seed*/baseline.json --out_dir results/ddu
 """
 import argparse
 
 from engine.errors import cli_main
 from engine.summary import summarize, summarize_ood_seeds, summarize_seeds
+from engine.sweep import summarize_sweep
 
 
 @cli_main
@@ -18,17 +21,23 @@ def main(argv=None) -> list[dict]:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--results", help="folder holding nc.json, ood.json and linear_probe.json")
     what.add_argument("--seeds", nargs="+", help="summarized results folders of several seeds: check the claims")
+    what.add_argument("--sweep", nargs="+", metavar="STUDY",
+                      help="study folders of scripts/reproduce_embedded.sh at different EPOCHS: the training-length sweep")
     what.add_argument("--ood_seeds", nargs="+", metavar="JSON",
                       help="ood.json files of eval_ood.py, one or more per seed: min / max / mean over seeds")
+    p.add_argument("--runs", default=None,
+                   help="with --results: folder of the training logs (<model>.log.jsonl), for nc1_over_training.png")
     p.add_argument("--out_dir", default=None, help="where to write (default: the results folder)")
     p.add_argument("--scorer", default="energy", help="the OOD scorer whose FPR95 goes into the table")
     p.add_argument("--metric", default="auroc", help="the metric tabulated over seeds by --ood_seeds")
     args = p.parse_args(argv)
     if args.ood_seeds:
         return summarize_ood_seeds(args.ood_seeds, args.out_dir or "results/ood_seeds", args.metric)
+    if args.sweep:
+        return summarize_sweep(args.sweep, args.out_dir or "results/sweep")
     if args.seeds:
         return summarize_seeds(args.seeds, args.out_dir or "results/claims")
-    return summarize(args.results, args.out_dir, args.scorer)
+    return summarize(args.results, args.out_dir, args.scorer, runs=args.runs)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
@@ -99,3 +100,82 @@ def scatter_with_pearson(points: Mapping[str, Sequence[tuple[float, float, str]]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path), float(r), float(p)
+
+
+ARM_COLORS = {"baseline": "C0", "entropy": "C1", "projector": "C2", "ours": "C3"}
+
+
+def _band(runs: Sequence[Sequence[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Epochs every run logged ``key`` at, and the mean and std (ddof 1; 0 for one run) over runs."""
+    per_run = [{r["epoch"]: r[key] for r in records if r.get(key) is not None} for records in runs]
+    if not per_run or not all(per_run):
+        return None
+    epochs = sorted(set.intersection(*(set(v) for v in per_run)))
+    if not epochs:
+        return None
+    values = np.array([[v[e] for e in epochs] for v in per_run], dtype=float)
+    std = values.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(epochs))
+    return np.array(epochs), values.mean(axis=0), std
+
+
+def curves_over_training(series: Mapping[str, Sequence[Sequence[dict]]], panels: Sequence[tuple], path: str | Path,
+                         title: str = "") -> Path:
+    """Per-epoch curves, one panel per ``(title, [(key, style), ...], log_y)`` in ``panels``; one
+    colour per model. ``series[model]`` holds one list of per-epoch records (``epoch`` and the keys)
+    per run (seed): the line is the mean over runs and the band +- one standard deviation. Panels
+    no model logged are left out."""
+    drawn = [(t, keys, log) for t, keys, log in panels
+             if any(_band(runs, key) is not None for runs in series.values() for key, _ in keys)]
+    ncols = min(3, len(drawn)) or 1
+    nrows = -(-len(drawn) // ncols) or 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, (panel_title, keys, log_y) in zip(axes.flat, drawn):
+        for i, (model, runs) in enumerate(series.items()):
+            color = ARM_COLORS.get(model, f"C{4 + i}")
+            for key, style in keys:
+                band = _band(runs, key)
+                if band is None:
+                    continue
+                epochs, mean, std = band
+                ax.plot(epochs, mean, style, color=color, label=model if style == "-" else None)
+                if len(runs) > 1:
+                    ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(drawn):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def errorbar_panels(panels: Sequence[dict], path: str | Path, title: str = "", xlabel: str = "") -> Path:
+    """One panel per dict ``{"title", "series": [(label, xs, ys, lows, highs), ...], "log_y": bool,
+    "zero_line": bool}``: lines with error bars from ``lows`` to ``highs`` (None = no bar at that point)."""
+    ncols = min(3, len(panels)) or 1
+    nrows = -(-len(panels) // ncols) or 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        for label, xs, ys, lows, highs in panel["series"]:
+            ys = np.asarray(ys, dtype=float)
+            lo = np.array([y - l if l is not None else 0.0 for y, l in zip(ys, lows)])
+            hi = np.array([h - y if h is not None else 0.0 for y, h in zip(ys, highs)])
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
+        if panel.get("zero_line"):
+            ax.axhline(0.0, color="black", linewidth=0.8)
+        if panel.get("log_y"):
+            ax.set_yscale("log")
+        ax.set_title(panel["title"], fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -1,23 +1,33 @@
-"""The paper's Table 1 and Figure 1 from the evaluators' results.
+"""The paper's Table 1, Figure 1, its claims and the curves of training, from the evaluators' results.
 
 Reads ``nc.json`` (eval_nc.py), ``ood.json`` (eval_ood.py) and ``linear_probe.json``
 (train_lp.py) from one results folder and writes ``summary.{json,csv,md}``: one row per model
-and layer (encoder, projector) with the ID top-1 of the layer's probe, NC1 and VCI (train split),
-FPR95 of the energy score per OOD set and their average, and the best probe top-1 per transfer
-set and their average. Figures: NC1 by layer for every model; NC1 against FPR95 and against
-transfer accuracy across all layers, with Pearson's R between log10(NC1) and the other axis.
-:func:`check_claims` tests the paper's claims over seeds; :func:`ood_seed_table` gives the min /
-max / mean of a detection metric over seeds of ``ood.json`` files (Haas et al., TMLR 2022).
+and layer of :data:`TABLE_LAYERS` (the hook points ``last_conv`` and ``encoder``, the projector
+before and after its L2 normalization) with the ID top-1 of the layer's probe, NC1 and VCI
+(train split), FPR95 of the energy score per OOD set and their average, and the best probe
+top-1 per transfer set and their average. Figures: NC1 by layer for every model; NC1 against
+FPR95 and against transfer accuracy across all layers, with Pearson's R between log10(NC1) and
+the other axis. With the models ``baseline`` and ``ours`` it checks the paper's four claims on
+that seed (:mod:`engine.claims`), prints them in words and writes ``claims.json``; with the
+training logs (``runs``) it copies their per-epoch records to ``curves.json`` and draws
+``nc1_over_training.png``.
+
+:func:`summarize_seeds` does the same over several seeds' folders: the claims with paired
+differences and confidence intervals, the 2 x 2 ablation, and the curves as mean +- std bands.
+:func:`ood_seed_table` gives the min / max / mean of a detection metric over seeds of
+``ood.json`` files (Haas et al., TMLR 2022).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from engine import claims as C
 from engine.errors import UserError
-from engine.io import read_json, text_table, write_results
-from engine.plots import metrics_vs_depth, scatter_with_pearson
+from engine.io import atomic_write_text, iter_jsonl, read_json, text_table, write_results
+from engine.plots import curves_over_training, metrics_vs_depth, scatter_with_pearson
 
-TABLE_LAYERS = ("encoder", "projector")
+TABLE_LAYERS = ("last_conv", "encoder", "projector_raw", "projector")
 
 
 def _rows(folder: Path, name: str) -> list[dict]:
@@ -52,7 +62,8 @@ def layer_table(nc_rows: list[dict], ood_rows: list[dict], lp_rows: list[dict], 
     return rows
 
 
-def summarize(results_dir: str | Path, out_dir: str | Path | None = None, scorer: str = "energy") -> list[dict]:
+def summarize(results_dir: str | Path, out_dir: str | Path | None = None, scorer: str = "energy",
+              runs: str | Path | None = None) -> list[dict]:
     results_dir = Path(results_dir)
     out_dir = Path(out_dir or results_dir)
     every_layer = layer_table(_rows(results_dir, "nc"), _rows(results_dir, "ood"), _rows(results_dir, "linear_probe"),
@@ -77,59 +88,94 @@ def summarize(results_dir: str | Path, out_dir: str | Path | None = None, scorer
                                       "linear-probe top-1 (average over transfer sets)", "transfer", log_x=True)
     print(text_table(table, columns))
     print(f"Pearson R across all layers: log10(NC1) vs FPR95 {r_fpr:+.2f}; log10(NC1) vs transfer top-1 {r_lp:+.2f}")
-    print(f"wrote {out_dir}/summary.json, .csv, .md, summary_by_layer.png, nc1_vs_fpr95.png, nc1_vs_transfer.png")
+    written = ["summary.json, .csv, .md", "summary_by_layer.png", "nc1_vs_fpr95.png", "nc1_vs_transfer.png"]
+    hooks = C.hooks_in([table])
+    if hooks:
+        by_hook = {hook: C.seed_claims(table, hook) for hook in hooks}
+        for hook, claims in by_hook.items():
+            where = "the paper's hook point" if hook == "last_conv" else "the pooled embedding"
+            print(f"The paper's claims on this seed, encoder read at {hook} ({where}):")
+            print(C.describe_seed_claims(claims))
+        atomic_write_text(out_dir / "claims.json", json_text(by_hook[hooks[0]]))
+        written.append(f"claims.json (at {hooks[0]})")
+    if runs is not None:
+        curves = training_curves(runs, list(series))
+        atomic_write_text(out_dir / "curves.json", json_text({"runs": str(runs), "models": curves}))
+        draw_collapse_over_training({m: [records] for m, records in curves.items()}, out_dir / "nc1_over_training.png",
+                                    title="collapse over training (one seed)")
+        written += ["curves.json", "nc1_over_training.png"]
+    print(f"wrote in {out_dir}: {', '.join(written)}")
     return table
 
 
-CLAIMS = (
-    ("entropy regularization leaves the encoder less collapsed (higher NC1) than the baseline's",
-     ("ours", "encoder", "nc1"), ">", ("baseline", "encoder", "nc1")),
-    ("the projector is more collapsed (lower NC1) than the encoder",
-     ("ours", "projector", "nc1"), "<", ("ours", "encoder", "nc1")),
-    ("the projector detects OOD better (lower average FPR95) than the baseline's penultimate layer",
-     ("ours", "projector", "fpr95_avg"), "<", ("baseline", "encoder", "fpr95_avg")),
-    ("the encoder transfers better (higher average probe top-1) than the baseline's",
-     ("ours", "encoder", "lp_acc_avg"), ">", ("baseline", "encoder", "lp_acc_avg")),
-)
+def json_text(obj) -> str:
+    return json.dumps(obj, indent=2) + "\n"
 
 
-def check_claims(tables: list[list[dict]]) -> list[dict]:
-    """The paper's four claims on summary tables of several seeds (models named 'baseline' and
-    'ours'): both sides as mean +- std (ddof=1) over the seeds and in how many seeds each holds."""
-    import statistics
+def training_curves(runs: str | Path, models: list[str]) -> dict[str, list[dict]]:
+    """The per-epoch records of each model's training log ``<runs>/<model>.log.jsonl`` (pretrain.py)."""
+    curves = {}
+    for model in models:
+        path = Path(runs) / f"{model}.log.jsonl"
+        if not path.is_file():
+            raise UserError(f"{path} is missing: --runs must be the folder of the checkpoints' training logs, one "
+                            f"<name>.log.jsonl per model named in the results ({', '.join(models)})")
+        curves[model] = list(iter_jsonl(path))
+    return curves
 
-    def value(table, model, layer, key):
-        for row in table:
-            if row["model"] == model and row["layer"] == layer:
-                return row[key]
-        raise UserError(f"a summary has no row for model '{model}', layer '{layer}'; name the checkpoints "
-                        f"'baseline' and 'ours' (--names baseline ours)")
 
-    rows = []
-    for claim, lhs, op, rhs in CLAIMS:
-        a = [value(t, *lhs) for t in tables]
-        b = [value(t, *rhs) for t in tables]
-        holds = sum((x > y) if op == ">" else (x < y) for x, y in zip(a, b))
-        spread = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
-        rows.append({"claim": claim, "left": f"{lhs[0]} {lhs[1]} {lhs[2]}", "left_mean": statistics.fmean(a),
-                     "left_std": spread(a), "op": op, "right": f"{rhs[0]} {rhs[1]} {rhs[2]}",
-                     "right_mean": statistics.fmean(b), "right_std": spread(b),
-                     "holds_in": f"{holds}/{len(tables)} seeds"})
-    return rows
+def collapse_panels() -> list[tuple]:
+    """The panels of ``nc1_over_training.png``: NC1 at each hook point and projector layer, then top-1."""
+    panels = [(f"NC1 at {layer} (train subset)", [(f"nc1/{layer}", "-")], True) for layer in TABLE_LAYERS]
+    panels.append(("top-1: clean train subset (solid), validation (dashed)",
+                   [("clean_train_acc1", "-"), ("val_acc1", "--")], False))
+    return panels
+
+
+def draw_collapse_over_training(series: dict[str, list[list[dict]]], path: Path, title: str) -> Path:
+    return curves_over_training(series, collapse_panels(), path, title=title)
 
 
 def summarize_seeds(result_dirs: list[str | Path], out_dir: str | Path) -> list[dict]:
-    """Claims over several seeds' results folders (each already summarized); writes claims.{json,csv,md}."""
-    tables = []
+    """The claims over several seeds' results folders (each already summarized): ``claims.{json,csv,md}``
+    at every hook point all seeds evaluated, the 2 x 2 ``ablation.{json,csv,md}`` when every seed has
+    the four arms, and ``nc1_over_training.png`` (mean +- std over seeds) when every seed has its curves."""
+    out_dir = Path(out_dir)
+    tables, curves = [], []
     for folder in result_dirs:
         path = Path(folder) / "summary.json"
         if not path.is_file():
             raise UserError(f"{path} is missing; run summarize.py --results {folder} first")
         tables.append(read_json(path))
-    rows = check_claims(tables)
-    write_results(rows, out_dir, "claims", extra={"results": [str(d) for d in result_dirs]})
-    print(text_table(rows, ["left", "left_mean", "left_std", "op", "right", "right_mean", "right_std", "holds_in"]))
+        curve_file = Path(folder) / "curves.json"
+        curves.append(read_json(curve_file)["models"] if curve_file.is_file() else None)
+    hooks = C.hooks_in(tables)
+    if not hooks:
+        raise UserError(f"no hook point ({', '.join(C.HOOKS)}) was evaluated for both 'baseline' and 'ours' in every "
+                        f"seed; evaluate one of them with --layers and name the checkpoints --names baseline ours")
+    extra = {"results": [str(d) for d in result_dirs], "hooks": hooks, "confidence": C.CONFIDENCE}
+    rows = C.claims_over_seeds(tables, hooks)
+    write_results(rows, out_dir, "claims", extra=extra)
+    print(f"The paper's claims over {len(tables)} seeds (mean +- std; paired difference ours - other with its "
+          f"{C.CONFIDENCE:.0%} CI, Student t):")
+    print(C.describe_claims_over_seeds(rows))
+    written = ["claims.json, .csv, .md"]
+    if all(C.has_arms(t, C.ARMS) for t in tables):
+        effects = C.ablation(tables, hooks)
+        write_results(effects, out_dir, "ablation", extra=extra)
+        print(f"The 2 x 2 (main effects of the entropy term and of the projector, their interaction; "
+              f"{C.CONFIDENCE:.0%} CI over seeds):")
+        print(C.describe_ablation(effects))
+        written.append("ablation.json, .csv, .md")
+    if all(c is not None for c in curves):
+        models = list(dict.fromkeys(m for c in curves for m in c))
+        series = {m: [c[m] for c in curves if m in c] for m in models}
+        draw_collapse_over_training(series, out_dir / "nc1_over_training.png",
+                                    title=f"collapse over training: mean +- std over {len(curves)} seeds")
+        written.append("nc1_over_training.png")
+    print(f"wrote in {out_dir}: {', '.join(written)}")
     return rows
+
 
 
 SEED_KEY = ("model", "layer", "scorer", "ood")
