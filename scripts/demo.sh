@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The main job on the embedded data, on the CPU in minutes: pretrain a baseline and an
-# NC-controlled ResNet-18 (width 0.25, 32 px) on 6 Fashion-MNIST classes, then measure neural
-# collapse, OOD detection and transfer on both, and summarize them as the paper's Table 1 and Figure 1.
+# NC-controlled ResNet-18 (width 0.25, 32 px) on 6 Fashion-MNIST classes, logging the collapse of
+# their layers every epoch; then measure neural collapse, OOD detection and transfer on both,
+# summarize them as the paper's Table 1 and Figure 1, and say which of its four claims hold.
 #   bash scripts/demo.sh                      # everything, results in results/demo
 #   EPOCHS=2 bash scripts/demo.sh             # quicker; any variable below can be set this way
+#   ARMS="baseline entropy projector ours" bash scripts/demo.sh    # the whole 2 x 2 on one seed
+# scripts/reproduce_embedded.sh runs this once per seed (the study); docs/REPRODUCTION.md explains
+# how its settings were chosen.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/_launch.sh
 
-RUNS=${RUNS:-runs/demo}                   # checkpoints
+RUNS=${RUNS:-runs/demo}                   # checkpoints and training logs
 OUT=${OUT:-results/demo}                  # tables and figures
 CACHE=${CACHE:-cache/features}            # extracted features, reused by every evaluator
 SEED=${SEED:-0}
@@ -18,20 +22,51 @@ IMAGE_SIZE=${IMAGE_SIZE:-32}
 TRAIN_PER_CLASS=${TRAIN_PER_CLASS:-500}   # pretraining images per ID class
 EVAL_PER_CLASS=${EVAL_PER_CLASS:-500}     # images per class of every evaluation set
 PROBE_EPOCHS=${PROBE_EPOCHS:-30}
-LAYERS=${LAYERS:-"layer1 layer2 layer3 encoder projector"}   # layer4's average pool is the encoder itself
-NC_FLAGS=${NC_FLAGS:-"--alpha 0.05 --output_dim 128 --hidden_mlp 512"}   # projector d -> 4d -> d on the 128-d encoder
+# The arms of the 2 x 2: baseline (neither), entropy (the entropy term alone), projector (the
+# fixed ETF projector alone), ours (both). Same data, model and normalization in every arm.
+ARMS=${ARMS:-"baseline ours"}
+ALPHA=${ALPHA:-0.05}                                          # entropy-term weight of the entropy arms
+PROJECTOR_FLAGS=${PROJECTOR_FLAGS:-"--output_dim 128 --hidden_mlp 512"}   # projector d -> 4d -> d on the 128-d encoder
+LAYERS=${LAYERS:-"layer1 layer2 layer3 encoder projector"}  # evaluated (layer4's average pool is the encoder)
+MONITOR_LAYERS=${MONITOR_LAYERS:-"encoder projector"}       # collapse logged every epoch
+MONITOR_PER_CLASS=${MONITOR_PER_CLASS:-100}                 # the fixed training images it measures, per class
+
+arm_flags() {
+    case "$1" in
+        baseline) ;;
+        entropy) echo "--alpha $ALPHA" ;;
+        projector) echo "$PROJECTOR_FLAGS" ;;
+        ours) echo "--alpha $ALPHA $PROJECTOR_FLAGS" ;;
+        *) echo "error: unknown arm '$1' in ARMS; the arms are baseline, entropy, projector, ours" >&2; return 2 ;;
+    esac
+}
+
+for arm in $ARMS; do arm_flags "$arm" >/dev/null || exit 2; done
 
 start=$(date +%s)
 COMMON=(--config configs/embedded_cpu.yaml --save_dir "$RUNS" --seed "$SEED" --epochs "$EPOCHS"
-        --image_size "$IMAGE_SIZE" --max_per_class "$TRAIN_PER_CLASS")
-launch pretrain.py "${COMMON[@]}" --ckpt_file baseline.pth --expt_name baseline
-launch pretrain.py "${COMMON[@]}" --ckpt_file ours.pth --expt_name ours $NC_FLAGS
+        --image_size "$IMAGE_SIZE" --max_per_class "$TRAIN_PER_CLASS"
+        --monitor_layers $MONITOR_LAYERS --monitor_max_per_class "$MONITOR_PER_CLASS")
+ckpts=()
+for arm in $ARMS; do
+    flags=$(arm_flags "$arm")
+    launch pretrain.py "${COMMON[@]}" --ckpt_file "$arm.pth" --expt_name "$arm" $flags
+    ckpts+=("$RUNS/$arm.pth")
+done
+trained=$(date +%s)
 
-EVAL=(--config configs/embedded_eval.yaml --ckpt "$RUNS/baseline.pth" "$RUNS/ours.pth" --names baseline ours
+EVAL=(--config configs/embedded_eval.yaml --ckpt "${ckpts[@]}" --names $ARMS
       --out_dir "$OUT" --cache_dir "$CACHE" --seed "$SEED" --image_size "$IMAGE_SIZE"
       --max_per_class "$EVAL_PER_CLASS" --probe_epochs "$PROBE_EPOCHS" --layers $LAYERS)
 launch eval_nc.py "${EVAL[@]}"
 launch eval_ood.py "${EVAL[@]}"
 launch train_lp.py "${EVAL[@]}"
-launch summarize.py --results "$OUT"
-echo "demo finished in $(( $(date +%s) - start )) s (set-up excluded); tables and figures in $OUT/"
+launch summarize.py --results "$OUT" --runs "$RUNS"
+end=$(date +%s)
+if [ "${DRY_RUN:-0}" != 1 ]; then
+    printf '{"seconds": %d, "train_seconds": %d, "eval_seconds": %d, "arms": "%s", "epochs": %d, "train_per_class": %d}\n' \
+        $((end - start)) $((trained - start)) $((end - trained)) "$ARMS" "$EPOCHS" "$TRAIN_PER_CLASS" > "$OUT/timing.json.tmp"
+    mv "$OUT/timing.json.tmp" "$OUT/timing.json"
+fi
+echo "demo finished in $((end - start)) s (set-up excluded; training $((trained - start)) s, evaluation" \
+     "$((end - trained)) s); tables and figures in $OUT/"

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_script_end_to_end_at_tiny_scale(tmp_path):
     env = dict(os.environ, RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "out"), CACHE=str(tmp_path / "cache"),
                EPOCHS="2", IMAGE_SIZE="16", TRAIN_PER_CLASS="20", EVAL_PER_CLASS="8", PROBE_EPOCHS="2",
-               NC_FLAGS="--alpha 0.05 --output_dim 128 --hidden_mlp 512", TQDM_DISABLE="1")
+               MONITOR_PER_CLASS="10", TQDM_DISABLE="1")
     result = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -28,9 +28,31 @@ def test_demo_script_end_to_end_at_tiny_scale(tmp_path):
         fprs = [v for k, v in row.items() if k.startswith("fpr95_") and k != "fpr95_avg"]
         assert len(fprs) == 4 and row["fpr95_avg"] == pytest.approx(sum(fprs) / 4)
     for name in ("summary.csv", "summary.md", "summary_by_layer.png", "nc1_vs_fpr95.png", "nc1_vs_transfer.png",
-                 "nc.png", "ood_energy_hist.png", "linear_probe.png"):
+                 "nc.png", "ood_energy_hist.png", "linear_probe.png", "nc1_over_training.png"):
         assert (out / name).stat().st_size > 0, name
     assert "Pearson R across all layers" in result.stdout and "demo finished" in result.stdout
+    # the claims of this seed, in words and as four objects
+    claims = json.loads((out / "claims.json").read_text())
+    assert len(claims) == 4 and all({"claim", "ours", "other", "holds"} <= set(c) for c in claims)
+    table = {(r["model"], r["layer"]): r for r in rows}
+    assert claims[0]["ours"] == table[("ours", "encoder")]["nc1"] and claims[0]["other"] == table[("baseline", "encoder")]["nc1"]
+    for c in claims:
+        assert f"({c['number']}) {'holds' if c['holds'] else 'does not hold'}: {c['claim']}" in result.stdout
+    # collapse over training: every epoch of both runs, the projector only where there is one
+    curves = json.loads((out / "curves.json").read_text())["models"]
+    assert [r["epoch"] for r in curves["baseline"]] == [1, 2] and [r["epoch"] for r in curves["ours"]] == [1, 2]
+    assert all("nc1/encoder" in r and "nc1/projector" not in r for r in curves["baseline"])
+    assert all(r["nc1/projector"] > 0 and r["monitor_seconds"] > 0 for r in curves["ours"])
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["seconds"] == timing["train_seconds"] + timing["eval_seconds"] and timing["arms"] == "baseline ours"
+
+
+def test_demo_rejects_an_unknown_arm_before_training(tmp_path):
+    env = dict(os.environ, RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "out"), ARMS="baseline ourz")
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "error: unknown arm 'ourz'" in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_layer_table_joins_the_three_result_sets():
