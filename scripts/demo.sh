@@ -29,7 +29,7 @@ ALPHA=${ALPHA:-0.05}                                          # entropy-term wei
 PROJECTOR_FLAGS=${PROJECTOR_FLAGS:-"--output_dim 128 --hidden_mlp 512"}   # projector d -> 4d -> d on the 128-d encoder
 LAYERS=${LAYERS:-"layer1 layer2 layer3 encoder projector"}  # evaluated (layer4's average pool is the encoder)
 MONITOR_LAYERS=${MONITOR_LAYERS:-"encoder projector"}       # collapse logged every epoch
-MONITOR_PER_CLASS=${MONITOR_PER_CLASS:-100}                 # the fixed training images it measures, per class
+MONITOR_PER_CLASS=${MONITOR_PER_CLASS:-50}                  # the fixed training images it measures, per class
 
 arm_flags() {
     case "$1" in
@@ -41,8 +41,15 @@ arm_flags() {
     esac
 }
 
+cpu_seconds() {  # user + system seconds of the processes this script has run so far, into $cpu
+    times > "$TIMES"   # in this shell: a command substitution would count a fresh process
+    cpu=$(awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } printf "%.1f", s }' "$TIMES")
+}
+
 for arm in $ARMS; do arm_flags "$arm" >/dev/null || exit 2; done
 
+TIMES=$(mktemp); trap 'rm -f "$TIMES"' EXIT
+cpu_seconds; cpu_start=$cpu
 start=$(date +%s)
 COMMON=(--config configs/embedded_cpu.yaml --save_dir "$RUNS" --seed "$SEED" --epochs "$EPOCHS"
         --image_size "$IMAGE_SIZE" --max_per_class "$TRAIN_PER_CLASS"
@@ -53,7 +60,7 @@ for arm in $ARMS; do
     launch pretrain.py "${COMMON[@]}" --ckpt_file "$arm.pth" --expt_name "$arm" $flags
     ckpts+=("$RUNS/$arm.pth")
 done
-trained=$(date +%s)
+trained=$(date +%s); cpu_seconds; cpu_trained=$cpu
 
 EVAL=(--config configs/embedded_eval.yaml --ckpt "${ckpts[@]}" --names $ARMS
       --out_dir "$OUT" --cache_dir "$CACHE" --seed "$SEED" --image_size "$IMAGE_SIZE"
@@ -62,10 +69,12 @@ launch eval_nc.py "${EVAL[@]}"
 launch eval_ood.py "${EVAL[@]}"
 launch train_lp.py "${EVAL[@]}"
 launch summarize.py --results "$OUT" --runs "$RUNS"
-end=$(date +%s)
-if [ "${DRY_RUN:-0}" != 1 ]; then
-    printf '{"seconds": %d, "train_seconds": %d, "eval_seconds": %d, "arms": "%s", "epochs": %d, "train_per_class": %d}\n' \
-        $((end - start)) $((trained - start)) $((end - trained)) "$ARMS" "$EPOCHS" "$TRAIN_PER_CLASS" > "$OUT/timing.json.tmp"
+end=$(date +%s); cpu_seconds; cpu_end=$cpu
+if [ "${DRY_RUN:-0}" != 1 ]; then   # wall seconds, and CPU seconds (user + system: what the load does not inflate)
+    printf '{"seconds": %d, "train_seconds": %d, "eval_seconds": %d, "train_cpu_seconds": %s, "eval_cpu_seconds": %s, "threads": "%s", "arms": "%s", "epochs": %d, "train_per_class": %d}\n' \
+        $((end - start)) $((trained - start)) $((end - trained)) \
+        "$(awk "BEGIN { print $cpu_trained - $cpu_start }")" "$(awk "BEGIN { print $cpu_end - $cpu_trained }")" \
+        "${OMP_NUM_THREADS:-default}" "$ARMS" "$EPOCHS" "$TRAIN_PER_CLASS" > "$OUT/timing.json.tmp"
     mv "$OUT/timing.json.tmp" "$OUT/timing.json"
 fi
 echo "demo finished in $((end - start)) s (set-up excluded; training $((trained - start)) s, evaluation" \

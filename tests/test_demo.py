@@ -45,6 +45,7 @@ def test_demo_script_end_to_end_at_tiny_scale(tmp_path):
     assert all(r["nc1/projector"] > 0 and r["monitor_seconds"] > 0 for r in curves["ours"])
     timing = json.loads((out / "timing.json").read_text())
     assert timing["seconds"] == timing["train_seconds"] + timing["eval_seconds"] and timing["arms"] == "baseline ours"
+    assert timing["train_cpu_seconds"] > 0 and timing["eval_cpu_seconds"] > 0
 
 
 def test_demo_rejects_an_unknown_arm_before_training(tmp_path):
