@@ -286,9 +286,6 @@ def build_pretrain_data(cfg: Namespace):
     return train_set, build_dataset(cfg.dataset, "test", augment=False, **_dataset_kwargs(cfg))
 
 
-PROJECTOR_LAYERS = ("projector_raw", "projector")
-
-
 def build_monitor(cfg: Namespace, info: D.DistInfo, model: torch.nn.Module):
     """The per-epoch :class:`engine.monitor.EpochMonitor` of ``--monitor_layers`` and
     ``--monitor_ood`` (None when both are empty): the training part of the training split
@@ -298,6 +295,7 @@ def build_monitor(cfg: Namespace, info: D.DistInfo, model: torch.nn.Module):
     if not cfg.monitor_ood and not cfg.monitor_layers:
         return None
     from data import build_dataset, parse_spec
+    from engine.evaluation import PROJECTOR_LAYERS
     from engine.features import resolve_layers
     from engine.monitor import EpochMonitor, cap_per_class
 

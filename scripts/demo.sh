@@ -27,8 +27,11 @@ PROBE_EPOCHS=${PROBE_EPOCHS:-30}
 ARMS=${ARMS:-"baseline ours"}
 ALPHA=${ALPHA:-0.05}                                          # entropy-term weight of the entropy arms
 PROJECTOR_FLAGS=${PROJECTOR_FLAGS:-"--output_dim 128 --hidden_mlp 512"}   # projector d -> 4d -> d on the 128-d encoder
-LAYERS=${LAYERS:-"layer1 layer2 layer3 encoder projector"}  # evaluated (layer4's average pool is the encoder)
-MONITOR_LAYERS=${MONITOR_LAYERS:-"encoder projector"}       # collapse logged every epoch
+# Evaluated layers: the stages for Figure 1 (layer4's average pool is the encoder), the paper's hook
+# point last_conv (the last convolution before its norm, residual add and ReLU), the pooled embedding,
+# and the projector before (NC, transfer) and after (OOD) its L2 normalization; baselines skip the projector.
+LAYERS=${LAYERS:-"layer1 layer2 layer3 last_conv encoder projector_raw projector"}
+MONITOR_LAYERS=${MONITOR_LAYERS:-"last_conv encoder projector_raw projector"}   # collapse logged every epoch
 MONITOR_PER_CLASS=${MONITOR_PER_CLASS:-50}                  # the fixed training images it measures, per class
 
 arm_flags() {

@@ -19,7 +19,7 @@ BASE=${BASE:-results/embedded}
 RUNS_BASE=${RUNS_BASE:-runs/embedded}
 JOBS=${JOBS:-1}
 export ARMS=${ARMS:-"baseline entropy projector ours"}
-export LAYERS=${LAYERS:-"encoder projector"}
+export LAYERS=${LAYERS:-"last_conv encoder projector_raw projector"}   # what the claims read
 bash scripts/setup.sh
 dirs=()
 start=$(date +%s)

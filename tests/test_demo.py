@@ -21,7 +21,9 @@ def test_demo_script_end_to_end_at_tiny_scale(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = tmp_path / "out"
     rows = json.loads((out / "summary.json").read_text())
-    assert [(r["model"], r["layer"]) for r in rows] == [("baseline", "encoder"), ("ours", "encoder"), ("ours", "projector")]
+    assert [(r["model"], r["layer"]) for r in rows] == [("baseline", "last_conv"), ("baseline", "encoder"),
+                                                        ("ours", "last_conv"), ("ours", "encoder"),
+                                                        ("ours", "projector_raw"), ("ours", "projector")]
     for row in rows:
         for key in ("id_acc", "nc1", "vci", "fpr95_avg", "lp_acc_avg"):
             assert isinstance(row[key], float), key
@@ -35,14 +37,16 @@ def test_demo_script_end_to_end_at_tiny_scale(tmp_path):
     claims = json.loads((out / "claims.json").read_text())
     assert len(claims) == 4 and all({"claim", "ours", "other", "holds"} <= set(c) for c in claims)
     table = {(r["model"], r["layer"]): r for r in rows}
-    assert claims[0]["ours"] == table[("ours", "encoder")]["nc1"] and claims[0]["other"] == table[("baseline", "encoder")]["nc1"]
+    assert all(c["hook"] == "last_conv" for c in claims)   # the paper's hook point
+    assert (claims[0]["ours"], claims[0]["other"]) == (table[("ours", "last_conv")]["nc1"], table[("baseline", "last_conv")]["nc1"])
+    assert claims[1]["ours"] == table[("ours", "projector_raw")]["nc1"] and claims[2]["ours"] == table[("ours", "projector")]["fpr95_avg"]
     for c in claims:
         assert f"({c['number']}) {'holds' if c['holds'] else 'does not hold'}: {c['claim']}" in result.stdout
     # collapse over training: every epoch of both runs, the projector only where there is one
     curves = json.loads((out / "curves.json").read_text())["models"]
     assert [r["epoch"] for r in curves["baseline"]] == [1, 2] and [r["epoch"] for r in curves["ours"]] == [1, 2]
-    assert all("nc1/encoder" in r and "nc1/projector" not in r for r in curves["baseline"])
-    assert all(r["nc1/projector"] > 0 and r["monitor_seconds"] > 0 for r in curves["ours"])
+    assert all("nc1/last_conv" in r and "nc1/encoder" in r and "nc1/projector_raw" not in r for r in curves["baseline"])
+    assert all(r["nc1/projector_raw"] > 0 and r["nc1/projector"] > 0 and r["monitor_seconds"] > 0 for r in curves["ours"])
     timing = json.loads((out / "timing.json").read_text())
     assert timing["seconds"] == timing["train_seconds"] + timing["eval_seconds"] and timing["arms"] == "baseline ours"
     assert timing["train_cpu_seconds"] > 0 and timing["eval_cpu_seconds"] > 0

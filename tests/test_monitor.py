@@ -23,7 +23,7 @@ TINY = ["--dataset", "fashion_mnist", "--classes", "0", "1", "2", "3", "4", "5",
         "--image_size", "16", "--arch", "resnet18", "--stem", "cifar", "--width", "0.125", "-b", "32",
         "--workers", "0", "--lr", "0.003", "--warmup_epochs", "1", "--device", "cpu", "--max_per_class", "30"]
 OURS = ["--alpha", "0.05", "--output_dim", "64", "--hidden_mlp", "256"]
-MONITOR = ["--monitor_layers", "layer3", "encoder", "projector", "--monitor_max_per_class", "12"]
+MONITOR = ["--monitor_layers", "layer3", "last_conv", "encoder", "projector_raw", "projector", "--monitor_max_per_class", "12"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -43,10 +43,16 @@ def test_the_logged_collapse_is_nc_of_the_layers_on_the_fixed_training_subset(tm
     images, labels = map(torch.cat, zip(*DataLoader(subset, batch_size=100)))
     assert labels.bincount().tolist() == [12] * 6
     model = model_from_checkpoint(tmp_path / "model.pth").eval()
-    with torch.no_grad():   # the layers straight from the forward pass, not through the monitor's hooks
-        stage3 = model.encoder.layer3(model.encoder.layer2(model.encoder.layer1(model.encoder.stem(images))))
+    with torch.no_grad():   # the layers straight from the modules, not through the monitor's hooks
+        e = model.encoder
+        stage3 = e.layer3(e.layer2(e.layer1(e.stem(images))))
+        last = e.layer4[-1]
+        conv = last.conv2(last.act(last.norm1(last.conv1(e.layer4[0](stage3)))))   # before norm2, add, act
         enc, proj, logits = model(images, return_all=True)
-    for layer, feats in (("layer3", stage3.mean(dim=(2, 3))), ("encoder", enc), ("projector", proj)):
+        raw = model.projector(enc)
+    assert torch.allclose(raw / raw.norm(dim=1, keepdim=True), proj, atol=1e-6)
+    for layer, feats in (("layer3", stage3.mean(dim=(2, 3))), ("last_conv", conv.mean(dim=(2, 3))), ("encoder", enc),
+                         ("projector_raw", raw), ("projector", proj)):
         expected = nc_metrics(feats, labels, 6)
         for metric in ("nc1", "nc1_cdnv", "vci"):
             assert log[-1][collapse_key(metric, layer)] == pytest.approx(expected[metric], rel=1e-4), (metric, layer)
@@ -61,7 +67,8 @@ def test_monitor_leaves_training_unchanged_and_skips_projector_layers_of_a_basel
     watched = load_checkpoint(tmp_path / "watched" / "model.pth")["state_dict"]
     assert plain.keys() == watched.keys() and all(torch.equal(plain[k], watched[k]) for k in plain)
     (first, second) = records(tmp_path / "watched")
-    assert {k for k in second if "/" in k} == {f"{m}/{l}" for m in ("nc1", "nc1_cdnv", "vci") for l in ("layer3", "encoder")}
+    assert {k for k in second if "/" in k} == {f"{m}/{l}" for m in ("nc1", "nc1_cdnv", "vci")
+                                                for l in ("layer3", "last_conv", "encoder")}
     assert [r["train_acc1"] for r in records(tmp_path / "plain")] == [first["train_acc1"], second["train_acc1"]]
 
 

@@ -38,7 +38,7 @@ def test_the_study_trains_the_four_arms_per_seed_with_one_normalization_then_che
         elif entry == "eval_nc.py":
             names = argv[argv.index("--names") + 1:argv.index("--out_dir")]
             assert names == ["baseline", "entropy", "projector", "ours"]
-    monitored = ["encoder", "projector"]
+    monitored = ["last_conv", "encoder", "projector_raw", "projector"]
     assert arms == [(seed, arm, alpha, dim, 4 * dim, "bn", 7, monitored)
                     for seed in (3, 4) for arm, alpha, dim in (("baseline", 0.0, 0), ("entropy", 0.05, 0),
                                                                ("projector", 0.0, 128), ("ours", 0.05, 128))]
