@@ -76,7 +76,7 @@ def test_a_layer_the_model_lacks_is_one_line_before_any_file(tmp_path):
     env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, str(ROOT / "pretrain.py"), *TINY, "--epochs", "1", "--save_dir",
                              str(tmp_path / "run"), "--monitor_layers", "encoder", "layer9"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error:") and "layer9" in errors[0] and "encoder" in errors[0]
