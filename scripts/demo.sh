@@ -20,7 +20,7 @@ SEED=${SEED:-0}
 EPOCHS=${EPOCHS:-8}
 IMAGE_SIZE=${IMAGE_SIZE:-32}
 TRAIN_PER_CLASS=${TRAIN_PER_CLASS:-500}   # pretraining images per ID class
-EVAL_PER_CLASS=${EVAL_PER_CLASS:-500}     # images per class of every evaluation set
+EVAL_PER_CLASS=${EVAL_PER_CLASS:-500}     # images per class of every OOD and transfer set
 PROBE_EPOCHS=${PROBE_EPOCHS:-30}
 # The arms of the 2 x 2: baseline (neither), entropy (the entropy term alone), projector (the
 # fixed ETF projector alone), ours (both). Same data, model and normalization in every arm.
@@ -65,7 +65,11 @@ for arm in $ARMS; do
 done
 trained=$(date +%s); cpu_seconds; cpu_trained=$cpu
 
-EVAL=(--config configs/embedded_eval.yaml --ckpt "${ckpts[@]}" --names $ARMS
+# The ID sets are exactly the pretraining ones (its TRAIN_PER_CLASS images per class, drawn by the seed,
+# and as many test images), so that NC "on the training data" is on the data the models learned;
+# EVAL_PER_CLASS caps the OOD and transfer sets.
+ID_SPEC="fashion_mnist:classes=0-5,max_per_class=$TRAIN_PER_CLASS"
+EVAL=(--config configs/embedded_eval.yaml --dataset "$ID_SPEC" --ckpt "${ckpts[@]}" --names $ARMS
       --out_dir "$OUT" --cache_dir "$CACHE" --seed "$SEED" --image_size "$IMAGE_SIZE"
       --max_per_class "$EVAL_PER_CLASS" --probe_epochs "$PROBE_EPOCHS" --layers $LAYERS)
 launch eval_nc.py "${EVAL[@]}"

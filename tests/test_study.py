@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 import summarize
 from engine.config import parse_config
@@ -25,7 +26,7 @@ def dry_run(script, **env):
 
 
 def test_the_study_trains_the_four_arms_per_seed_with_one_normalization_then_checks_the_claims():
-    commands = dry_run("reproduce_embedded.sh", SEEDS="3 4", EPOCHS="7")
+    commands = dry_run("reproduce_embedded.sh", SEEDS="3 4", EPOCHS="7", TRAIN_PER_CLASS="150", EVAL_PER_CLASS="500")
     assert [entry for entry, _ in commands] == (["pretrain.py"] * 4 + ["eval_nc.py", "eval_ood.py", "train_lp.py",
                                                                       "summarize.py"]) * 2 + ["summarize.py"]
     arms = []
@@ -35,9 +36,12 @@ def test_the_study_trains_the_four_arms_per_seed_with_one_normalization_then_che
             check_recipe(cfg)
             arms.append((cfg.seed, Path(cfg.ckpt_file).stem, cfg.alpha, cfg.output_dim, cfg.hidden_mlp, cfg.norm,
                          cfg.epochs, cfg.monitor_layers))
-        elif entry == "eval_nc.py":
+        elif entry in ("eval_nc.py", "eval_ood.py", "train_lp.py"):
             names = argv[argv.index("--names") + 1:argv.index("--out_dir")]
             assert names == ["baseline", "entropy", "projector", "ours"]
+            # NC on the training data = on the images the arms were trained on: the ID spec caps at TRAIN_PER_CLASS
+            assert argv[argv.index("--dataset") + 1] == "fashion_mnist:classes=0-5,max_per_class=150"
+            assert argv[argv.index("--max_per_class") + 1] == "500"   # the OOD and transfer sets
     monitored = ["last_conv", "encoder", "projector_raw", "projector"]
     assert arms == [(seed, arm, alpha, dim, 4 * dim, "bn", 7, monitored)
                     for seed in (3, 4) for arm, alpha, dim in (("baseline", 0.0, 0), ("entropy", 0.05, 0),
@@ -117,3 +121,13 @@ def test_the_sweep_and_the_study_end_to_end_at_tiny_scale(tmp_path):
     rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["rows"]
     assert [r["epochs"] for r in rows] == [1, 2] and all(r["seeds"] == 2 for r in rows)
     assert "study finished" in result.stdout
+
+
+def test_the_id_spec_of_the_evaluation_is_the_pretraining_set():
+    from data import build_dataset, parse_spec
+    spec = parse_spec("fashion_mnist:classes=0-5,max_per_class=40")   # demo.sh's ID spec at TRAIN_PER_CLASS=40
+    evaluated = build_dataset(**spec.kwargs(image_size=16, max_per_class=500, seed=3), split="train")
+    trained = build_dataset("fashion_mnist", "train", augment=False, image_size=16, classes=list(range(6)),
+                            max_per_class=40, seed=3)
+    assert len(evaluated) == len(trained) == 240
+    assert all(torch.equal(evaluated[i][0], trained[i][0]) and evaluated[i][1] == trained[i][1] for i in range(0, 240, 7))
