@@ -5,17 +5,20 @@
 # flattening), whether each claim shows (paired difference and 95% CI), and what each length costs.
 #   bash scripts/sweep_embedded.sh                           # -> results/sweep/sweep.{json,csv,md}, sweep.png
 #   LENGTHS="8 16" SEEDS="0" bash scripts/sweep_embedded.sh   # any variable of scripts/demo.sh can be set
+#   JOBS=3 bash scripts/sweep_embedded.sh                     # the seeds of a length at once, one thread each
+# The table covers every length under BASE (epochs<L>/), so a later run with other LENGTHS extends it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LENGTHS=${LENGTHS:-"8 15 30 45"}
+LENGTHS=${LENGTHS:-"8 16 32 48"}
 export SEEDS=${SEEDS:-"0 1 2"}
 export ARMS=${ARMS:-"baseline ours"}
 BASE=${BASE:-results/sweep}
 RUNS_SWEEP=${RUNS_SWEEP:-runs/sweep}
-studies=()
 for epochs in $LENGTHS; do
     EPOCHS=$epochs BASE=$BASE/epochs$epochs RUNS_BASE=$RUNS_SWEEP/epochs$epochs bash scripts/reproduce_embedded.sh
-    studies+=("$BASE/epochs$epochs")
 done
+studies=()
+for folder in "$BASE"/epochs*; do [ -f "$folder/claims.json" ] && studies+=("$folder"); done
+if [ "${DRY_RUN:-0}" = 1 ]; then studies=(); for epochs in $LENGTHS; do studies+=("$BASE/epochs$epochs"); done; fi
 source scripts/_launch.sh
 launch summarize.py --sweep "${studies[@]}" --out_dir "$BASE"
