@@ -56,7 +56,7 @@ def test_bench_train_runs_the_demo_settings():
     flags = bench_train.DEMO_FLAGS
     assert Path(flags[flags.index("--config") + 1]) == ROOT / "configs" / "embedded_cpu.yaml"
     assert {k: flags[flags.index(k) + 1] for k in expected} == expected
-    assert bench_train.DEMO_NC_FLAGS == shlex.split(default["NC_FLAGS"])
+    assert bench_train.DEMO_NC_FLAGS == ["--alpha", default["ALPHA"], *shlex.split(default["PROJECTOR_FLAGS"])]   # the arm 'ours'
 
 
 def test_bench_ood_small_run_checks_scores_and_prints_both_speed_ups():
