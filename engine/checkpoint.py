@@ -59,11 +59,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def nonfinite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding a NaN or an infinity (one
+    device sync for all of them; the names are looked up only when one is found)."""
+    floats = [(k, v) for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not floats:
+        return []
+    finite = [torch.isfinite(v).all() for _, v in floats]
+    try:
+        flags = torch.stack(finite).cpu()
+    except RuntimeError:  # tensors on several devices
+        flags = torch.stack([f.cpu() for f in finite])
+    if bool(flags.all()):
+        return []
+    return [k for (k, _), ok in zip(floats, flags.tolist()) if not ok]
+
+
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, epoch: int, config: dict[str, Any],
                     optimizer: torch.optim.Optimizer | None = None, scheduler=None,
                     best_acc1: float | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint atomically (temp file + rename)."""
+    """Write a checkpoint atomically (temp file + rename); a model with a NaN or infinite
+    parameter or buffer is refused (UserError), so the file at ``path`` keeps its last good state."""
     net = unwrap(model)
+    bad = nonfinite_tensors(net.state_dict())
+    if bad:
+        raise UserError(f"refusing to write {path}: {bad[0]} holds non-finite values"
+                        + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""))
     state = {
         "format": FORMAT_VERSION,
         "arch": net.build_kwargs["arch"],
@@ -146,14 +167,16 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, device: str | torch
     ``foreign``: see :func:`load_checkpoint`."""
     from models import build_model
 
+    source = "the checkpoint"
     if not isinstance(ckpt, dict):
+        source = f"checkpoint {ckpt}"
         ckpt = load_checkpoint(ckpt, foreign=foreign)
     kwargs = dict(ckpt["model_kwargs"])
     if num_classes is not None and kwargs["num_classes"] != num_classes:
         raise UserError(f"class-count mismatch: the checkpoint was trained on {kwargs['num_classes']} classes "
                         f"but the data has {num_classes}; pass the dataset/classes the model was trained on")
     model = build_model(**kwargs)
-    model.load_state_dict(ckpt["state_dict"])
+    load_weights(model, ckpt["state_dict"], source)
     return model.to(device).eval()
 
 
@@ -173,6 +196,24 @@ def convert_checkpoint(source: str | Path, out: str | Path, **options: Any) -> d
               "epoch": ckpt["epoch"]}
     save_checkpoint(out, model=model, epoch=0, config={}, extra={"converted_from": record})
     return record
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict[str, Any], source: str) -> None:
+    """``model.load_state_dict(state_dict)`` (strict) with a one-line UserError naming the first
+    missing, unexpected and mis-shaped entries when the weights do not fit the model."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {list(state_dict[k].shape)} in the file, {list(v.shape)} in the model" for k, v in own.items()
+              if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != v.shape]
+    problems = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape of", shapes)):
+        if keys:
+            problems.append(f"{what} {', '.join(keys[:3])}" + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""))
+    if problems:
+        raise UserError(f"{source}: the weights do not fit the model it describes ({'; '.join(problems)}); the "
+                        f"file is damaged or its recorded model (arch, width, nc_control, ...) is not the one trained")
+    model.load_state_dict(state_dict)
 
 
 def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -201,8 +201,10 @@ def parse_config(defaults: dict[str, Any], argv: Sequence[str] | None = None, *,
     return parser.parse_args(argv)
 
 
-def save_config(cfg: argparse.Namespace | dict, path: str | Path) -> Path:
-    """Write the resolved configuration beside the results (YAML, atomic)."""
+def save_config(cfg: argparse.Namespace | dict, path: str | Path, comments: Sequence[str] = ()) -> Path:
+    """Write the resolved configuration beside the results (YAML, atomic); ``comments`` become
+    ``#`` lines at the top (a resumed run's history), which ``--config`` ignores."""
     values = dict(vars(cfg)) if isinstance(cfg, argparse.Namespace) else dict(cfg)
     values.pop("config", None)
-    return atomic_write_text(path, yaml.safe_dump(values, sort_keys=False))
+    header = "".join(f"# {line}\n" for line in comments)
+    return atomic_write_text(path, header + yaml.safe_dump(values, sort_keys=False))

@@ -30,12 +30,28 @@ class DistInfo:
 
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA when present, else CPU. ``cpu``/``cuda``/``cuda:N`` as given."""
+    """``auto``: CUDA when present, else CPU. ``cpu``/``cuda``/``cuda:N`` as given; a device this
+    machine lacks (or a string torch cannot read) is a one-line UserError."""
+    from engine.errors import UserError
+
     if requested == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device {requested!r} is not a device; pass auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {requested} asks for a GPU but CUDA is not available here; pass --device cpu "
+                            f"(or auto)")
+        if device.index >= count:
+            raise UserError(f"--device {requested}: this machine has {count} CUDA device(s), cuda:0 to "
+                            f"cuda:{count - 1}")
+    elif device.type not in ("cpu", "mps", "xpu"):
+        raise UserError(f"--device {requested!r} is not supported; pass auto, cpu, cuda or cuda:N")
     return device
 
 

@@ -34,11 +34,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from engine import distributed as D
-from engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
+from engine.checkpoint import load_checkpoint, load_weights, save_checkpoint, set_rng_state, unwrap
 from engine.config import save_config
 from engine.errors import UserError
 from engine.io import append_jsonl, atomic_write_text
 from engine.progress import progress
+from engine.run_guard import check_finite, check_run_folder, check_values, clear_run, continue_schedule, plan_resume
 
 # The official ImageNet-100 ResNet recipe; configs/*.yaml and flags override any key.
 PRETRAIN_DEFAULTS: dict = dict(
@@ -48,7 +49,7 @@ PRETRAIN_DEFAULTS: dict = dict(
     alpha=0.0, output_dim=0, hidden_mlp=0, projector="etf", l2_features=False,
     lr=0.01, wd=0.05, epochs=100, warmup_epochs=5, warmup_start_factor=0.01, batch_size=512,
     label_smoothing=0.1, augmentation=True, workers=8, save_dir="checkpoints", ckpt_file="model.pth",
-    expt_name="run", seed=0, resume=None, device="auto",
+    expt_name="run", seed=0, resume=None, overwrite=False, device="auto",
     optimizer="adamw", momentum=0.9, schedule="cosine", milestones=[], gamma=0.1, val_split=0.0,
     spectral_norm=0.0, activation="relu", shortcut="conv", loss="ce", init_from=None,
     monitor_ood=[], monitor_layers=[], monitor_max_per_class=None,
@@ -71,7 +72,9 @@ PRETRAIN_HELP = {
     "l2_features": "L2-normalize the encoder embedding before the classifier (ablation, Haas et al. 2022)",
     "norm": "bn (BatchNorm) or gn_ws (GroupNorm(32) + weight standardization)",
     "stem": "imagenet (7x7 conv + max-pool, 224 px) or cifar (3x3 conv, no max-pool, 28-64 px)",
-    "resume": "checkpoint to continue from (the last one, <save_dir>/<ckpt_file>)",
+    "resume": "checkpoint to continue from (the last one, <save_dir>/<ckpt_file>); flags must match its run, except "
+              "the schedule's length and shape (--epochs, --warmup_epochs, ...), which then apply from its epoch on",
+    "overwrite": "replace a run already in --save_dir with the same --ckpt_file (otherwise refused)",
     "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
     "optimizer": "adamw (the official NC-OOD recipe) or sgd (momentum --momentum, no Nesterov; DDU)",
     "momentum": "SGD momentum (--optimizer sgd)",
@@ -340,7 +343,7 @@ def load_initial_weights(cfg: Namespace, model, device) -> None:
     """Start from the weights of ``--init_from`` (a checkpoint of the same architecture)."""
     ckpt = load_checkpoint(cfg.init_from, map_location=device)
     check_same_model(ckpt, model, f"--init_from {cfg.init_from}")
-    unwrap(model).load_state_dict(ckpt["state_dict"])
+    load_weights(unwrap(model), ckpt["state_dict"], f"--init_from {cfg.init_from}")
 
 
 def check_same_model(ckpt: dict, model, what: str) -> None:
@@ -399,9 +402,11 @@ def train(cfg: Namespace) -> dict:
 
 
 def _train(cfg: Namespace, info: D.DistInfo) -> dict:
+    check_values(cfg, info.world_size)
     check_recipe(cfg)
-    seed_everything(cfg.seed)
     paths = run_paths(cfg)
+    check_run_folder(cfg, paths)
+    seed_everything(cfg.seed)
     train_set, val_set = build_pretrain_data(cfg)
     model = build_pretrain_model(cfg)
     is_cnn = not cfg.arch.startswith("vit")
@@ -410,24 +415,41 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
     monitor = build_monitor(cfg, info, model) if info.is_main else None  # checks its layers before any file is written
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
-    scheduler = build_scheduler(optimizer, cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor,
-                                schedule=cfg.schedule, milestones=cfg.milestones, gamma=cfg.gamma)
-    start_epoch, best_acc1, history = 0, -1.0, []
+    def make_scheduler(opt):
+        return build_scheduler(opt, cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor,
+                               schedule=cfg.schedule, milestones=cfg.milestones, gamma=cfg.gamma)
+    scheduler = make_scheduler(optimizer)
+    start_epoch, best_acc1, history, resume = 0, -1.0, [], None
     if cfg.resume:
         ckpt = load_checkpoint(cfg.resume, map_location=info.device)
         check_same_model(ckpt, model, f"--resume {cfg.resume}")
-        unwrap(model).load_state_dict(ckpt["state_dict"])
+        resume = plan_resume(cfg, ckpt, paths)
+        load_weights(unwrap(model), ckpt["state_dict"], f"--resume {cfg.resume}")
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        if resume.schedule_changed:  # the new schedule from the epoch reached
+            scheduler = continue_schedule(optimizer, make_scheduler, resume.epochs_done)
+        else:
+            scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best_acc1 = ckpt["epoch"], ckpt["best_acc1"] if ckpt["best_acc1"] is not None else -1.0
         history = list(ckpt.get("history", []))
         set_rng_state(ckpt["rng"])
+        if start_epoch == cfg.epochs:
+            print(f"{cfg.resume} has finished its {cfg.epochs} epochs; nothing to do (pass a larger --epochs to "
+                  f"train longer)", flush=True)
+            return {"best_acc1": best_acc1, "last_acc1": history[-1].get("val_acc1") if history else float("nan"),
+                    "epochs": cfg.epochs, **{k: str(v) for k, v in paths.items()}}
     elif cfg.init_from:
         load_initial_weights(cfg, model, info.device)
     config = {k: v for k, v in vars(cfg).items() if k != "config"}
+    resumes = resume.resumes if resume else []
+    class_names = list(getattr(getattr(train_set, "dataset", train_set), "classes", []))
+    D.barrier(info)  # every process has passed the checks before the first file is written
     if info.is_main:
-        save_config(cfg, paths["config"])
+        clear_run(cfg, paths)
+        save_config(cfg, paths["config"], comments=resume.config_comments() if resume else ())
         atomic_write_text(paths["log"], "".join(json.dumps(r) + "\n" for r in history))
+        if resume:
+            print(resume.describe(), flush=True)
         print(f"{cfg.arch} on {cfg.dataset}: {len(train_set)} train / {len(val_set)} "
               f"{'held-out' if cfg.val_split > 0 else 'test'} images, "
               f"{cfg.num_classes} classes, {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters, "
@@ -450,18 +472,22 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
         acc1 = evaluate(net, val_loader, info.device, info, channels_last)
         is_best = acc1 > best_acc1
         best_acc1 = max(acc1, best_acc1)
+        check_finite(model, epoch + 1, paths)  # on every process, so all stop together
         if info.is_main:
             record = {"epoch": epoch + 1, "lr": lr, "loss": stats.loss, "ce_loss": stats.ce_loss,
                       "ent_loss": stats.ent_loss, "train_acc1": stats.acc1, "val_acc1": acc1,
                       "seconds": round(stats.seconds, 3), "img_per_s": round(stats.samples * info.world_size / stats.seconds, 1)}
+            if resume is not None and epoch == start_epoch:
+                record["resumed"] = resume.record()
             if monitor is not None:
                 record.update(monitor(model))
             history.append(record)
+            extra = {"history": history, "resumes": resumes, "class_names": class_names}
             if is_best:
                 save_checkpoint(paths["best"], model=model, epoch=epoch + 1, config=config, best_acc1=best_acc1,
-                                extra={"history": history})
+                                extra=extra)
             save_checkpoint(paths["last"], model=model, epoch=epoch + 1, config=config, optimizer=optimizer,
-                            scheduler=scheduler, best_acc1=best_acc1, extra={"history": history})
+                            scheduler=scheduler, best_acc1=best_acc1, extra=extra)
             append_jsonl(paths["log"], record)
             terms = (f"CE {stats.ce_loss:.4f}, entropy {stats.ent_loss:.4f}" if cfg.loss == "ce"
                      else f"NC loss; CE {stats.ce_loss:.4f}")

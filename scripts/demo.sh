@@ -56,7 +56,8 @@ cpu_seconds; cpu_start=$cpu
 start=$(date +%s)
 COMMON=(--config configs/embedded_cpu.yaml --save_dir "$RUNS" --seed "$SEED" --epochs "$EPOCHS"
         --image_size "$IMAGE_SIZE" --max_per_class "$TRAIN_PER_CLASS"
-        --monitor_layers $MONITOR_LAYERS --monitor_max_per_class "$MONITOR_PER_CLASS")
+        --monitor_layers $MONITOR_LAYERS --monitor_max_per_class "$MONITOR_PER_CLASS"
+        --overwrite)   # a second demo into the same RUNS replaces its runs
 ckpts=()
 for arm in $ARMS; do
     flags=$(arm_flags "$arm")

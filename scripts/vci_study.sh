@@ -31,7 +31,7 @@ for value in $VALUES; do
     name="${KNOB}_${value}"
     launch pretrain.py --config configs/embedded_cpu.yaml --save_dir "$RUNS" --ckpt_file "$name.pth" \
         --expt_name "$name" --seed "$SEED" --epochs "$EPOCHS" --image_size "$IMAGE_SIZE" \
-        --max_per_class "$TRAIN_PER_CLASS" $NC_FLAGS "--$KNOB" "$value"
+        --max_per_class "$TRAIN_PER_CLASS" --overwrite $NC_FLAGS "--$KNOB" "$value"   # a second study replaces its runs
     ckpts+=("$RUNS/$name.pth"); names+=("$name")
 done
 launch train_lp.py --config configs/embedded_eval.yaml --ckpt "${ckpts[@]}" --names "${names[@]}" \

@@ -120,7 +120,7 @@ def test_resume_accepts_older_checkpoints_and_rejects_another_model(tmp_path):
     for key in ("spectral_norm", "activation", "shortcut"):  # arguments newer than the checkpoint
         ckpt["model_kwargs"].pop(key, None)
     torch.save(ckpt, tmp_path / "old.pth")
-    pretrain.main(args + ["--epochs", "2", "--resume", str(tmp_path / "old.pth")])
+    pretrain.main(args + ["--epochs", "2", "--resume", str(tmp_path / "old.pth"), "--overwrite"])  # over model.pth
     assert load_checkpoint(tmp_path / "model.pth")["epoch"] == 2
     result = run_cli(args + ["--epochs", "3", "--width", "0.25", "--resume", str(tmp_path / "model.pth")])
     assert result.returncode == 2 and "holds a different model (width=0.125)" in result.stderr

@@ -81,10 +81,8 @@ def test_temporaries_of_killed_writers_are_removed_at_the_next_start_and_live_on
     try:
         in_progress = hidden(tmp_path) - left_behind
         assert len(left_behind) == 1 and len(in_progress) == 1
-        # the next run writes into the same folder
-        subprocess.run([sys.executable, "-c", "import sys; from engine.io import atomic_write_text; "
-                        "atomic_write_text(sys.argv[1], 'x')", str(tmp_path / "model.config.yaml")],
-                       cwd=ROOT, env=PYTHON_ENV, check=True)
+        io_._TIDIED.clear()  # as in the next process: its first write into the folder tidies it
+        atomic_write_text(tmp_path / "model.config.yaml", "x")
         assert hidden(tmp_path) == in_progress, "the dead writer's temporary goes, the live writer's stays"
         assert io_.remove_stale_temps(tmp_path) == [] and hidden(tmp_path) == in_progress
     finally:
@@ -189,3 +187,166 @@ def test_a_yaml_typo_in_a_pretraining_config_is_one_line_and_writes_nothing(tmp_
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: config file {config}: epochs must be an integer, got 1.5"]
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- pretraining runs
+
+TINY = ["--dataset", "fashion_mnist", "--classes", "0", "1", "2", "3", "4", "5", "--num_classes", "6",
+        "--image_size", "16", "--arch", "resnet18", "--stem", "cifar", "--width", "0.125", "-b", "32",
+        "--workers", "0", "--lr", "0.003", "--warmup_epochs", "1", "--device", "cpu", "--max_per_class", "10"]
+
+
+def pretrain_error(capsys, argv) -> str:
+    """The one line a pretraining command that must fail prints (exit code 2)."""
+    import pretrain
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        pretrain.main(argv)
+    assert info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.strip() and not any(bar in line for bar in ("it/s", "s/it"))]  # progress bars
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def log_epochs(folder: Path, name: str = "model") -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (folder / f"{name}.log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A folder holding a finished 2-epoch run (model.pth, best_model.pth, log, config)."""
+    import pretrain
+
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    pretrain.main(TINY + ["--epochs", "2", "--save_dir", str(folder)])
+    return folder
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    return folder
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["--epochs", "-1"], "--epochs must be at least 1, got -1"),
+    (["-b", "0"], "--batch_size (-b) must be at least 1, got 0"),
+    (["--label_smoothing", "2"], "--label_smoothing must be in [0, 1), got 2.0"),
+    (["--warmup_epochs", "-3"], "--warmup_epochs must be at least 0, got -3"),
+    (["--device", "gpu"], "--device 'gpu' is not a device"),
+])
+def test_out_of_range_values_are_one_line_errors_that_touch_no_file(capsys, run_copy, flags, message):
+    before = snapshot(run_copy)
+    for resume in ([], ["--resume", str(run_copy / "model.pth")]):
+        line = pretrain_error(capsys, TINY + ["--epochs", "2", "--save_dir", str(run_copy), *resume, *flags])
+        assert message in line
+    assert snapshot(run_copy) == before
+
+
+def test_cuda_without_a_gpu_is_one_line(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    line = pretrain_error(capsys, TINY + ["--epochs", "1", "--save_dir", str(tmp_path / "run"), "--device", "cuda"])
+    assert "CUDA is not available here; pass --device cpu" in line and not (tmp_path / "run").exists()
+
+
+def test_a_fresh_run_refuses_a_folder_holding_a_run_and_overwrite_replaces_it(capsys, run_copy):
+    import pretrain
+    from engine.checkpoint import load_checkpoint
+
+    before = snapshot(run_copy)
+    line = pretrain_error(capsys, TINY + ["--epochs", "1", "--save_dir", str(run_copy)])
+    assert "already holds a run (model.pth, best_model.pth)" in line
+    assert f"--resume {run_copy / 'model.pth'}" in line and "--overwrite" in line
+    assert snapshot(run_copy) == before
+    pretrain.main(TINY + ["--epochs", "1", "--save_dir", str(run_copy), "--overwrite", "--seed", "1"])
+    assert load_checkpoint(run_copy / "model.pth")["epoch"] == 1 and len(log_epochs(run_copy)) == 1
+    assert load_checkpoint(run_copy / "best_model.pth")["config"]["seed"] == 1
+
+
+def test_resuming_a_best_checkpoint_names_the_file_that_can_be_resumed(capsys, run_copy):
+    line = pretrain_error(capsys, TINY + ["--epochs", "3", "--save_dir", str(run_copy),
+                                          "--resume", str(run_copy / "best_model.pth")])
+    assert "holds weights only" in line and f"resume from the last epoch's {run_copy / 'model.pth'}" in line
+    assert f"--init_from {run_copy / 'best_model.pth'}" in line
+
+
+@pytest.mark.parametrize("flags, shown", [
+    (["--lr", "0.5"], "--lr 0.003 (now 0.5)"),
+    (["-b", "16"], "--batch_size 32 (now 16)"),
+    (["--no-augmentation"], "--augmentation True (now False)"),
+    (["--seed", "3"], "--seed 0 (now 3)"),
+])
+def test_resume_refuses_a_changed_recipe_naming_the_flag_and_both_values(capsys, run_copy, flags, shown):
+    before = snapshot(run_copy)
+    line = pretrain_error(capsys, TINY + ["--epochs", "3", "--save_dir", str(run_copy),
+                                          "--resume", str(run_copy / "model.pth"), *flags])
+    assert shown in line and "a resumed run keeps its recipe" in line and "--epochs" in line
+    assert snapshot(run_copy) == before
+
+
+def test_resume_refuses_fewer_epochs_than_trained_and_a_finished_run_has_nothing_to_do(capsys, run_copy):
+    import pretrain
+
+    before = snapshot(run_copy)
+    line = pretrain_error(capsys, TINY + ["--epochs", "1", "--save_dir", str(run_copy),
+                                          "--resume", str(run_copy / "model.pth")])
+    assert "has already trained 2 epochs, more than --epochs 1" in line
+    pretrain.main(TINY + ["--epochs", "2", "--save_dir", str(run_copy), "--resume", str(run_copy / "model.pth")])
+    assert "has finished its 2 epochs; nothing to do" in capsys.readouterr().out
+    assert snapshot(run_copy) == before
+
+
+def test_resume_with_more_epochs_continues_on_the_longer_schedule_and_records_it(tmp_path):
+    import yaml
+
+    import pretrain
+    from engine.checkpoint import load_checkpoint
+
+    pretrain.main(TINY + ["--epochs", "3", "--save_dir", str(tmp_path / "full")])
+    pretrain.main(TINY + ["--epochs", "2", "--save_dir", str(tmp_path / "short")])
+    pretrain.main(TINY + ["--epochs", "3", "--save_dir", str(tmp_path / "short"),
+                          "--resume", str(tmp_path / "short" / "model.pth")])
+    full, resumed = log_epochs(tmp_path / "full"), log_epochs(tmp_path / "short")
+    assert [r["epoch"] for r in resumed] == [1, 2, 3]
+    # epoch 3 runs at the lr of the 3-epoch schedule, not past the end of the 2-epoch cosine (lr 0)
+    assert resumed[2]["lr"] == pytest.approx(full[2]["lr"]) and full[2]["lr"] == pytest.approx(0.0015)
+    assert resumed[2]["resumed"] == {"from_epoch": 2, "checkpoint": str(tmp_path / "short" / "model.pth"),
+                                     "changed": {"epochs": [2, 3]}}
+    config_text = (tmp_path / "short" / "model.config.yaml").read_text()
+    assert config_text.startswith(f"# resumed after epoch 2 from {tmp_path / 'short' / 'model.pth'} with epochs 2 -> 3\n")
+    assert yaml.safe_load(config_text)["epochs"] == 3
+    ckpt = load_checkpoint(tmp_path / "short" / "model.pth")
+    assert ckpt["epoch"] == 3 and ckpt["resumes"] == [resumed[2]["resumed"]]
+
+
+def test_non_finite_weights_are_never_written_and_the_last_good_checkpoint_stays(capsys, tmp_path):
+    import torch
+
+    from engine.checkpoint import load_checkpoint
+
+    # lr 3e8: epoch 1 (one step) ends finite, epoch 2's forward pass overflows BatchNorm's running_var
+    # while its loss (on batch statistics) stays finite
+    line = pretrain_error(capsys, TINY + ["--epochs", "2", "--warmup_epochs", "0", "--lr", "3e8",
+                                          "--save_dir", str(tmp_path)])
+    assert "epoch 2 left non-finite values in encoder." in line and "running_var" in line
+    assert f"{tmp_path / 'model.pth'} keeps the last good epoch" in line
+    for name in ("model.pth", "best_model.pth"):
+        ckpt = load_checkpoint(tmp_path / name)
+        assert ckpt["epoch"] == 1
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert [r["epoch"] for r in log_epochs(tmp_path)] == [1]
