@@ -19,6 +19,15 @@ temporary directory and moved in only when complete, so an interrupted extractio
 a layer that looks valid (and the next process removes the folder it left, see
 :func:`engine.io.remove_stale_temps`). A miss extracts every named layer of the model (plus the
 requested module paths) in that one pass (pooled features are small), so later requests are hits.
+
+The cache trusts no file it did not check: ``meta.json`` records each file's size and SHA-256
+when the entry is written. Every use checks the sizes (one ``stat`` per file); the checksum of
+each file is verified once per process (a later use of the same unchanged file, same size,
+mtime and inode, is not hashed again; hashing runs at several hundred MB/s, small next to the
+forward pass that made the file). A missing, truncated or altered file, an unreadable
+``meta.json`` or labels that no longer match the dataset make the entry stale: a warning names
+the file and the entry is rebuilt (the cache holds derived data only). Entries written before
+the records existed are checked by their ``.npy`` headers instead.
 """
 from __future__ import annotations
 
@@ -29,7 +38,9 @@ import inspect
 import json
 import os
 import re
+import secrets
 import shutil
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -42,7 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 from engine import checkpoint as ckpt_io
 from engine.distributed import pick_device
 from engine.errors import UserError
-from engine.io import atomic_write_text, make_temp_dir, tidy
+from engine.io import atomic_write_text, make_temp_dir, temp_prefix, tidy
 from engine.progress import progress
 
 CACHE_FORMAT = 2          # bump when pooling or the file layout changes: every key changes with it
@@ -50,6 +61,7 @@ STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
 #: Arithmetic of the forward pass: ``float32`` (the official evaluation's) or ``bfloat16`` autocast.
 PRECISIONS = ("float32", "bfloat16")
 _SAFE_LAYER = re.compile(r"^[A-Za-z0-9_.-]+$")
+_VERIFIED: set[tuple[str, int, int, int]] = set()  # (path, size, mtime_ns, inode) whose checksum matched
 
 
 # --------------------------------------------------------------------------- extraction
@@ -290,7 +302,7 @@ class FeatureSet:
             if layer not in self.meta["layers"]:
                 raise UserError(f"layer {layer!r} is not in the feature cache entry {self.path} "
                                 f"(stored: {', '.join(self.meta['layers'])})")
-        self.labels = torch.from_numpy(np.load(self.path / "labels.npy").astype(np.int64))
+        self.labels = torch.from_numpy(np.asarray(self._open("labels.npy"), dtype=np.int64))
         self.num_classes = int(self.meta["num_classes"])
 
     def __len__(self) -> int:
@@ -303,12 +315,23 @@ class FeatureSet:
         if layer not in self.meta["layers"]:
             raise UserError(f"layer {layer!r} is not in the feature cache entry {self.path} "
                             f"(stored: {', '.join(self.meta['layers'])})")
-        array = np.load(self.path / layer_file(layer), mmap_mode="c")
+        array = self._open(layer_file(layer))
         expected = (len(self), self.dim(layer))
         if array.shape != expected or array.dtype != STORAGE_DTYPES[self.meta["dtype"]]:
             raise UserError(f"feature cache file {self.path / layer_file(layer)} holds {array.shape} "
                             f"{array.dtype}, expected {expected} {self.meta['dtype']}; delete {self.path}")
         return array
+
+    def _open(self, name: str) -> np.ndarray:
+        """The memory-mapped file ``name`` of the entry, its size checked against meta.json."""
+        path = self.path / name
+        problem = _size_problem(path, self.meta.get("files", {}).get(name))
+        if problem is None:
+            try:
+                return np.load(path, mmap_mode="c")
+            except (OSError, ValueError) as exc:
+                problem = f"{path} is unreadable ({str(exc).splitlines()[0]})"
+        raise UserError(f"feature cache: {problem}; run the command again to rebuild the entry {self.path}")
 
     def __getitem__(self, layer: str) -> torch.Tensor:
         array = self._array(layer)
@@ -330,9 +353,73 @@ class FeatureSet:
 def _read_meta(entry: Path) -> dict:
     try:
         with open(entry / "meta.json", encoding="utf-8") as f:
-            return json.load(f)
+            meta = json.load(f)
+        if not isinstance(meta, dict) or not isinstance(meta.get("layers"), dict):
+            raise ValueError("not an entry's meta.json")
+        return meta
     except (OSError, ValueError) as exc:
         raise UserError(f"feature cache entry {entry} is damaged ({type(exc).__name__}); delete it") from None
+
+
+def _file_record(path: Path) -> dict:
+    """Size and SHA-256 of a file just written, for meta.json."""
+    return {"size": path.stat().st_size, "sha256": ckpt_io.file_hash(path)}
+
+
+def _remember(path: Path) -> None:
+    st = path.stat()
+    _VERIFIED.add((str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino))
+
+
+def _size_problem(path: Path, record: dict | None) -> str | None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return f"{path} is missing"
+    if record is not None and size != record["size"]:
+        return f"{path} has {size} bytes but had {record['size']} when written"
+    return None
+
+
+def _file_problem(path: Path, record: dict | None, shape: tuple, dtype) -> str | None:
+    """What is wrong with one file of an entry, or None. With a record (size, sha256): the size,
+    then the checksum once per process; without one (older entries): the ``.npy`` header."""
+    problem = _size_problem(path, record)
+    if problem is not None:
+        return problem
+    if record is not None:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        if key not in _VERIFIED:
+            if ckpt_io.file_hash(path) != record["sha256"]:
+                return f"{path} changed since it was written (its SHA-256 differs from meta.json's)"
+            _VERIFIED.add(key)
+        return None
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        return f"{path} is unreadable ({str(exc).splitlines()[0]})"
+    if array.shape != shape or array.dtype != dtype:
+        return f"{path} holds {array.shape} {array.dtype}, expected {shape} {np.dtype(dtype)}"
+    return None
+
+
+def check_entry(entry: Path, layers: Sequence[str]) -> tuple[dict | None, str | None]:
+    """(meta.json, None) when the files of ``entry`` that ``layers`` need (and its labels) are the
+    ones written, else (None, what is wrong); see the module doc."""
+    try:
+        meta = _read_meta(entry)
+        n, dtype = int(meta["num_samples"]), STORAGE_DTYPES[meta["dtype"]]
+        dims = {name: int(meta["layers"][name]["dim"]) for name in layers if name in meta["layers"]}
+    except (UserError, KeyError, TypeError, ValueError):
+        return None, f"{entry / 'meta.json'} is missing or unreadable"
+    files = meta.get("files") or {}
+    needed = [("labels.npy", (n,), np.int64)] + [(layer_file(name), (n, dim), dtype) for name, dim in dims.items()]
+    for name, shape, kind in needed:
+        problem = _file_problem(entry / name, files.get(name), shape, kind)
+        if problem is not None:
+            return None, problem
+    return meta, None
 
 
 def normalize_spec(dataset_spec: dict) -> dict:
@@ -392,17 +479,43 @@ class FeatureCache:
         entry = self.entry_path(key)
         return list(_read_meta(entry)["layers"]) if entry.is_dir() else []
 
+    def _usable_layers(self, key: str, layers: Sequence[str], labels: np.ndarray | None) -> list[str]:
+        """Layers of the entry ``key`` whose files check out (empty when there is none); a damaged
+        or stale entry is removed with a warning naming the file, so it is rebuilt."""
+        entry = self.entry_path(key)
+        if not entry.is_dir():
+            return []
+        meta, problem = check_entry(entry, layers)
+        if problem is None and labels is not None and not np.array_equal(np.load(entry / "labels.npy"), labels):
+            problem = f"{entry / 'labels.npy'} no longer matches the dataset's labels (its files changed on disk)"
+        if problem is None:
+            return list(meta["layers"])
+        warnings.warn(f"feature cache: {problem}; rebuilding the entry {entry}", stacklevel=3)
+        self._discard(entry)
+        return []
+
+    def _discard(self, entry: Path) -> None:
+        """Remove an entry: renamed to a temporary first, so no process sees it half-deleted."""
+        gone = entry.with_name(f"{temp_prefix(entry.name[:16])}{secrets.token_hex(4)}.tmp")
+        try:
+            os.rename(entry, gone)
+        except FileNotFoundError:  # another process discarded it meanwhile
+            return
+        shutil.rmtree(gone, ignore_errors=True)
+
     def get(self, checkpoint_path: str | Path, dataset_spec: dict, layers: str | Sequence[str], *,
             device: str | torch.device = "auto", batch_size: int = 256, num_workers: int = 0,
             float16: bool = False, precision: str = "float32", show_progress: bool = True,
-            num_classes: int | None = None, foreign: dict | None = None) -> FeatureSet:
+            num_classes: int | None = None, foreign: dict | None = None,
+            class_names: Sequence[str] | None = None) -> FeatureSet:
         """Features of ``layers`` for the dataset ``data.build_dataset(**dataset_spec)`` under the
         model in ``checkpoint_path`` (a checkpoint of another codebase: converted with the
         ``foreign`` options, see :func:`engine.checkpoint.load_checkpoint`), its forward pass in
         ``precision`` (see :func:`extract`). When a layer is not cached yet, one forward pass extracts it
         together with every other layer of the model the entry lacks, so any later request is a hit.
         The model is rebuilt from the checkpoint only when something must be extracted.
-        ``num_classes``, when given, must be the dataset's class count (checked before anything runs)."""
+        ``num_classes``, when given, must be the dataset's class count, and ``class_names`` its
+        class names in label order (checked before anything runs)."""
         import data
 
         if precision not in PRECISIONS:
@@ -423,13 +536,20 @@ class FeatureCache:
             raise UserError(f"class-count mismatch: {checkpoint_path} was trained on {num_classes} classes but "
                             f"{spec['name']} ({spec['split']}) has {dataset.num_classes}; evaluate on the "
                             f"dataset/classes it was trained on")
+        if class_names is not None and list(dataset.classes) != list(class_names):
+            wrong = next((i for i, (a, b) in enumerate(zip(dataset.classes, class_names)) if a != b),
+                         min(len(dataset.classes), len(class_names)))
+            here = dataset.classes[wrong] if wrong < len(dataset.classes) else None
+            trained = class_names[wrong] if wrong < len(class_names) else None
+            raise UserError(f"class mismatch: {checkpoint_path} was trained on other {spec['name']} classes (label "
+                            f"{wrong} is {here!r} here but was {trained!r} in training); evaluate on the classes it "
+                            f"was trained on (the dataset and classes of its pretraining config)")
         dtype = "float16" if float16 else "float32"
         transform = describe_transform(dataset, spec.get("image_size"))
         key = cache_key(checkpoint_sha, spec, transform, dtype, precision, foreign)
 
-        stored = self.stored_layers(key)
-        if stored and hasattr(dataset, "targets"):
-            self._check_labels(self.entry_path(key), np.asarray(dataset.targets, dtype=np.int64))
+        labels = np.asarray(dataset.targets, dtype=np.int64) if hasattr(dataset, "targets") else None
+        stored = self._usable_layers(key, names, labels)
         missing = [n for n in names if n not in stored]
         if missing:
             meta = {"format": CACHE_FORMAT,
@@ -460,6 +580,7 @@ class FeatureCache:
                     precision=meta["precision"])
             paths = describe_layers(model, layers)
             meta["layers"] = {name: {"dim": sink.dims[name], "module": paths[name]} for name in layers}
+            meta["files"] = {name: _file_record(tmp / name) for name in ["labels.npy", *map(layer_file, layers)]}
             self._publish(tmp, self.entry_path(key), meta)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -475,22 +596,29 @@ class FeatureCache:
     def _publish(tmp: Path, entry: Path, meta: dict) -> None:
         """Make the layers extracted into ``tmp`` part of ``entry``: a new entry is the renamed
         ``tmp`` (meta.json included); an existing one receives the layer files first and its
-        meta.json last, so a layer counts only once its file is complete."""
+        meta.json last, so a layer counts only once its file is complete. A layer the entry
+        already holds (another process published it meanwhile) is kept, never replaced. The files
+        written here count as verified for this process."""
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         if not entry.exists():
             meta = {**meta, "created": now, "updated": now}
             atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
             try:
                 os.rename(tmp, entry)
+                for name in meta["files"]:
+                    _remember(entry / name)
                 return
             except OSError:  # another process published this key meanwhile: merge into it
                 if not entry.is_dir():
                     raise
         stored = _read_meta(entry)
         FeatureCache._check_labels(entry, np.load(tmp / "labels.npy"))
-        for name in meta["layers"]:
+        added = {name: info for name, info in meta["layers"].items() if name not in stored["layers"]}
+        for name in added:
             os.replace(tmp / layer_file(name), entry / layer_file(name))
-        stored["layers"] = {**stored["layers"], **meta["layers"]}
+            _remember(entry / layer_file(name))
+        stored["layers"] = {**stored["layers"], **added}
+        stored["files"] = {**stored.get("files", {}), **{layer_file(n): meta["files"][layer_file(n)] for n in added}}
         stored["updated"] = now
         atomic_write_text(entry / "meta.json", json.dumps(stored, indent=2) + "\n")
 
@@ -498,12 +626,13 @@ class FeatureCache:
 def get_features(checkpoint_path: str | Path, dataset_spec: dict, layers: str | Sequence[str], *,
                  cache_dir: str | Path, device: str | torch.device = "auto", batch_size: int = 256,
                  num_workers: int = 0, float16: bool = False, precision: str = "float32", show_progress: bool = True,
-                 num_classes: int | None = None, foreign: dict | None = None) -> FeatureSet:
+                 num_classes: int | None = None, foreign: dict | None = None,
+                 class_names: Sequence[str] | None = None) -> FeatureSet:
     """:meth:`FeatureCache.get` on ``FeatureCache(cache_dir)``."""
     return FeatureCache(cache_dir).get(checkpoint_path, dataset_spec, layers, device=device, batch_size=batch_size,
                                        num_workers=num_workers, float16=float16, precision=precision,
                                        show_progress=show_progress,
-                                       num_classes=num_classes, foreign=foreign)
+                                       num_classes=num_classes, foreign=foreign, class_names=class_names)
 
 
 __all__ = ["CACHE_FORMAT", "PRECISIONS", "FeatureCache", "FeatureSet", "MemmapSink", "MemorySink", "cache_key",

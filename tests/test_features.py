@@ -227,9 +227,10 @@ def test_an_interrupted_extraction_leaves_nothing_behind(tmp_path, ckpt, monkeyp
     assert [p.name for p in cache.iterdir()] == [fs.path.name]  # no temporary directory left over
 
 
-def test_a_dataset_whose_labels_changed_is_refused(tmp_path, ckpt, monkeypatch):
+def test_a_dataset_whose_labels_changed_gets_its_entry_rebuilt(tmp_path, ckpt, monkeypatch):
     cache = tmp_path / "cache"
-    get_features(ckpt, SPEC, ["encoder"], cache_dir=cache, device="cpu", show_progress=False)
+    before = get_features(ckpt, SPEC, ["encoder"], cache_dir=cache, device="cpu", show_progress=False)
+    old_labels, old_encoder = before.labels.clone(), before["encoder"].clone()
     real_build = data.build_dataset
 
     @functools.wraps(real_build)
@@ -239,8 +240,10 @@ def test_a_dataset_whose_labels_changed_is_refused(tmp_path, ckpt, monkeypatch):
         return dataset
 
     monkeypatch.setattr(data, "build_dataset", relabelled_build)
-    with pytest.raises(UserError, match="labels differ.*delete that directory"):
-        get_features(ckpt, SPEC, ["encoder"], cache_dir=cache, device="cpu", show_progress=False)
+    with pytest.warns(UserWarning, match="labels.npy no longer matches the dataset's labels.*rebuilding the entry"):
+        after = get_features(ckpt, SPEC, ["encoder"], cache_dir=cache, device="cpu", show_progress=False)
+    assert torch.equal(after.labels, old_labels.roll(1))
+    torch.testing.assert_close(after["encoder"], old_encoder)  # the same images, relabelled
 
 
 def test_float16_storage_is_a_separate_entry_close_to_float32(tmp_path, ckpt):

@@ -350,3 +350,99 @@ def test_non_finite_weights_are_never_written_and_the_last_good_checkpoint_stays
         assert ckpt["epoch"] == 1
         assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert [r["epoch"] for r in log_epochs(tmp_path)] == [1]
+
+
+# --------------------------------------------------------------------------- the feature cache
+
+CACHE_SPEC = dict(name="fashion_mnist", split="test", classes=[0, 1, 2, 3, 4, 5], max_per_class=6, image_size=16)
+
+
+def cached(ckpt, cache):
+    from engine.features import get_features
+
+    return get_features(ckpt, CACHE_SPEC, ["encoder", "layer2"], cache_dir=cache, device="cpu", show_progress=False)
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def same_shape_noise(path: Path) -> None:
+    import numpy as np
+
+    array = np.load(path)
+    np.save(path, np.random.default_rng(0).standard_normal(array.shape).astype(array.dtype))
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (truncate, "has {} bytes but had"),
+    (lambda p: p.unlink(), "is missing"),
+    (same_shape_noise, "changed since it was written (its SHA-256 differs"),
+])
+def test_a_damaged_cache_file_is_named_and_its_entry_rebuilt(tmp_path, tiny_ckpts, damage, problem):
+    import engine.features as features
+
+    cache = tmp_path / "cache"
+    first = cached(tiny_ckpts["base"], cache)
+    reference = {layer: first[layer].clone() for layer in ("encoder", "layer2")}
+    target = first.path / "encoder.npy"
+    damage(target)
+    expected = problem.format(target.stat().st_size) if target.exists() else problem
+    getattr(features, "_VERIFIED", set()).clear()  # as in a new process
+    with pytest.warns(UserWarning) as caught:
+        again = cached(tiny_ckpts["base"], cache)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and f"feature cache: {target} " in messages[0] and expected in messages[0]
+    assert f"rebuilding the entry {first.path}" in messages[0]
+    for layer, value in reference.items():
+        assert torch_equal(again[layer], value), layer
+    assert sorted(p.name for p in cache.iterdir()) == [first.path.name]  # no leftover of the old entry
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
+def test_checksums_are_verified_once_per_process_and_file(tmp_path, tiny_ckpts, monkeypatch):
+    import json
+
+    import engine.checkpoint
+    import engine.features as features
+
+    cache = tmp_path / "cache"
+    first = cached(tiny_ckpts["base"], cache)  # written (and so verified) by this process: no hashing of its files
+    files = json.loads((first.path / "meta.json").read_text())["files"]
+    assert set(files) == {"labels.npy"} | {f"{layer}.npy" for layer in first.meta["layers"]}
+    assert files["encoder.npy"] == {"size": (first.path / "encoder.npy").stat().st_size,
+                                    "sha256": engine.checkpoint.file_hash(first.path / "encoder.npy")}
+    hashed = []
+    real_hash = engine.checkpoint.file_hash
+    monkeypatch.setattr(engine.checkpoint, "file_hash", lambda path, *a, **k: hashed.append(Path(path).name)
+                        or real_hash(path, *a, **k))
+    cached(tiny_ckpts["base"], cache)
+    assert hashed == ["base.pth"]  # only the checkpoint, for the cache key
+    features._VERIFIED.clear()
+    hashed.clear()
+    cached(tiny_ckpts["base"], cache)
+    cached(tiny_ckpts["base"], cache)
+    assert sorted(hashed) == sorted(["base.pth", "labels.npy", "encoder.npy", "layer2.npy", "base.pth"])
+
+
+def test_entries_written_before_the_records_are_checked_by_their_headers(tmp_path, tiny_ckpts):
+    import json
+
+    import engine.features as features
+
+    cache = tmp_path / "cache"
+    first = cached(tiny_ckpts["base"], cache)
+    meta = json.loads((first.path / "meta.json").read_text())
+    del meta["files"]
+    (first.path / "meta.json").write_text(json.dumps(meta))
+    features._VERIFIED.clear()
+    cached(tiny_ckpts["base"], cache)  # a sound older entry is used as it is
+    truncate(first.path / "layer2.npy")
+    with pytest.warns(UserWarning, match="layer2.npy is unreadable"):
+        again = cached(tiny_ckpts["base"], cache)
+    assert "files" in again.meta and again["layer2"].shape[0] == len(again)
