@@ -29,7 +29,8 @@ class ImageDataset(Dataset):
 
     Attributes: ``name``, ``classes`` (class names, index = label), ``targets`` (1-D LongTensor),
     ``num_classes``, ``transform`` (applied in ``__getitem__``; None returns the raw uint8 image),
-    and ``split`` and ``kind`` (transform kind), which :func:`data.build_dataset` sets.
+    ``split`` and ``kind`` (transform kind), which :func:`data.build_dataset` sets, and
+    ``test_is_train`` (True when this test split holds the training split's images).
     """
 
     def __init__(self, name: str, classes: Sequence[str], targets, transform: Callable | None = None):
@@ -39,6 +40,7 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.split: str | None = None
         self.kind: str | None = None
+        self.test_is_train = False
         self._rows = torch.arange(len(self.targets))  # storage position of each sample
 
     @property

@@ -359,7 +359,13 @@ def imagefolder(split, root=None, seed=0, holdout=None):
     splits that one folder, stratified by class, as the official NC-OOD code splits NINCO:
     scikit-learn's ``train_test_split(indices, test_size=f, random_state=seed, stratify=labels)``
     over the images in torchvision ImageFolder order (classes sorted, files sorted), so the same
-    folder and seed give the official test part (``split='test'``) and train part."""
+    folder and seed give the official test part (``split='test'``) and train part.
+
+    Every split numbers its classes as the training split does (the sorted class folders of
+    ``root/train`` when present), so a test split lacking a class keeps the others' labels; a
+    split with a class folder the training split lacks is an error. Without split folders and
+    without ``holdout`` the test split is the training images, and the dataset says so
+    (``test_is_train``)."""
     if root is None:
         raise DatasetError("imagefolder: no root given; pass root=<folder of class folders, or of train/ and test/ folders>")
     if holdout is not None and not 0.0 < float(holdout) < 1.0:
@@ -376,9 +382,20 @@ def imagefolder(split, root=None, seed=0, holdout=None):
                                "of class folders, so drop holdout or point root at one split")
         raise DatasetError(f"imagefolder: {root} has split folders {split_folders} but no "
                            f"{' or '.join(_SPLIT_FOLDERS[split])}/; put the {split} class folders there")
+    names = classes  # the class-to-index map of every split: the training split's class folders
+    if folder not in (root, root / "train") and (root / "train").is_dir():
+        names = _class_folders("imagefolder", root / "train")
+        extra = sorted(set(classes) - set(names))
+        if extra:
+            raise DatasetError(f"imagefolder: {folder} has class folder(s) {', '.join(extra)} that {root / 'train'} "
+                               "lacks; every split must use the training split's classes (add them there or remove them)")
     paths, labels = scan_folder("imagefolder", folder, classes)
+    index = {name: i for i, name in enumerate(names)}
+    labels = [index[classes[label]] for label in labels]
     if holdout is not None:
         train, test = holdout_split(labels, float(holdout), seed)
         keep = train if split == "train" else test
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
-    return FileImageDataset("imagefolder", paths, labels, classes)
+    dataset = FileImageDataset("imagefolder", paths, labels, names)
+    dataset.test_is_train = split == "test" and holdout is None and folder == root
+    return dataset

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
+import warnings
 
 
 class UserError(Exception):
@@ -21,19 +23,47 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+_WORKER = re.compile(r"^Caught \w+ in (DataLoader worker process \d+|pin memory thread for device \d+)\.")
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of a user error. One raised in a DataLoader worker reaches the main process
+    re-raised by torch with the worker's whole traceback as its message; its own message is the
+    traceback's last line, after ``module.Type: ``."""
+    text = str(exc)
+    if _WORKER.match(text):
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = re.sub(r"^[\w.]+: ", "", last.strip(), count=1)
+    return text
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    if issubclass(category, UserWarning):
+        return f"warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
+_default_format = warnings.formatwarning
+
+
 def cli_main(fn):
     """Run an entry point; a user error ends with one line on stderr and exit code 2
-    (set NCOOD_DEBUG=1 to see the traceback instead)."""
+    (set NCOOD_DEBUG=1 to see the traceback instead). A warning is one line too, ``warning: ...``."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = warnings.formatwarning
+        if not os.environ.get("NCOOD_DEBUG"):
+            warnings.formatwarning = _format_warning
         try:
             return fn(*args, **kwargs)
         except _user_error_types() as exc:
             if os.environ.get("NCOOD_DEBUG"):
                 raise
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        finally:
+            warnings.formatwarning = previous
     return wrapper

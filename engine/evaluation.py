@@ -60,6 +60,8 @@ class Run:
     state_dict: dict
     history: list[dict] = field(default_factory=list)  # the per-epoch records of pretrain.py
     foreign: dict | None = None  # the conversion options of a checkpoint of another codebase
+    config: dict = field(default_factory=dict)  # pretrain.py's resolved configuration (dataset, classes, ...)
+    class_names: list[str] | None = None  # the training set's class names, index = label (pretrain.py records them)
 
     @property
     def num_classes(self) -> int:
@@ -126,7 +128,7 @@ def open_runs(cfg: Namespace) -> list[Run]:
         if foreign is not None:
             print(f"{name}: {path} read as {ckpt['foreign']['summary']}", flush=True)
         runs.append(Run(name, Path(path), dict(ckpt["model_kwargs"]), ckpt["state_dict"], ckpt.get("history") or [],
-                        foreign))
+                        foreign, config=dict(ckpt.get("config") or {}), class_names=ckpt.get("class_names") or None))
     names = [run.name for run in runs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:  # rows are keyed by model name
@@ -148,16 +150,37 @@ def id_spec(cfg: Namespace) -> DatasetSpec:
     return spec
 
 
+def trained_classes(run: Run, spec: DatasetSpec) -> list[str] | None:
+    """The class names ``spec`` must have when it is the dataset ``run`` was trained on (same
+    dataset name in its config): those the checkpoint records. For a checkpoint without them
+    (older ones) the class selections of its config and of ``spec`` must agree instead (one-line
+    UserError otherwise); a checkpoint that records neither (another codebase's) is not checked."""
+    if run.config.get("dataset") != spec.name:
+        return None
+    if run.class_names:
+        return list(run.class_names)
+    if "classes" in run.config:
+        everything = list(range(run.num_classes))
+        trained = list(run.config["classes"]) if run.config["classes"] is not None else everything
+        asked = list(spec.options["classes"]) if spec.options.get("classes") is not None else everything
+        if len(trained) == len(asked) and trained != asked:  # a different count is the class-count error
+            raise UserError(f"{run.path} was trained on {spec.name} classes {trained}, not {asked}; evaluate on the "
+                            f"classes it was trained on ({spec.name}:classes={'+'.join(map(str, trained))})")
+    return None
+
+
 def features(cfg: Namespace, run: Run, spec: DatasetSpec, split: str, layers: list[str],
              check_classes: bool = False) -> FeatureSet:
     """The features of ``layers`` for ``spec``/``split`` under ``run``'s checkpoint, from the cache;
-    ``check_classes``: the dataset must have the checkpoint's class count (checked before extraction)."""
+    ``check_classes``: the dataset must have the checkpoint's class count and, when it is the
+    dataset the checkpoint was trained on, its classes (:func:`trained_classes`), checked before extraction."""
     kwargs = spec.kwargs(image_size=cfg.image_size, max_per_class=cfg.max_per_class, seed=cfg.seed)
     kwargs.update(split=split)
     return get_features(run.path, kwargs, layers, cache_dir=cfg.cache_dir, device=cfg.device,
                         batch_size=cfg.batch_size, num_workers=cfg.workers, float16=cfg.float16,
                         precision=cfg.precision,
-                        num_classes=run.num_classes if check_classes else None, foreign=run.foreign)
+                        num_classes=run.num_classes if check_classes else None, foreign=run.foreign,
+                        class_names=trained_classes(run, spec) if check_classes else None)
 
 
 def parse_split_choices(entries: list[str], labels: list[str], flag: str, of: str) -> dict[str, str]:

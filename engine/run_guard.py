@@ -20,6 +20,9 @@ Before anything is written:
   first log record, keeps the list in the checkpoint (``resumes``) and as comments atop
   ``<name>.config.yaml``.
 
+:func:`warn_validation_on_training_images` warns when the per-epoch validation set is the training
+images (an ``imagefolder`` without split folders).
+
 Before each checkpoint is written, :func:`check_finite` refuses weights or buffers with a NaN
 or an infinity (e.g. a BatchNorm ``running_var`` after a diverging step), so the last good
 checkpoint stays in place.
@@ -69,6 +72,15 @@ def check_values(cfg: Namespace, world_size: int = 1) -> None:
     for key in ("max_per_class", "monitor_max_per_class"):
         value = getattr(cfg, key)
         _rule(value is None or value >= 1, key, "at least 1 (or none: all)", value)
+
+
+def warn_validation_on_training_images(cfg: Namespace, val_set) -> None:
+    """The per-epoch 'val top-1' of a dataset whose test split is its training images (an
+    imagefolder without test/ or val/) would measure memorization: say so."""
+    if getattr(val_set, "test_is_train", False):
+        warnings.warn(f"{cfg.dataset} at {cfg.data} has no test/ or val/ folder, so 'val top-1' is measured on the "
+                      "training images; add a test/ folder, or pass --val_split 0.1 to hold out part of the training "
+                      "set", stacklevel=2)
 
 
 def run_files(paths: dict[str, Path]) -> list[Path]:

@@ -39,7 +39,8 @@ from engine.config import save_config
 from engine.errors import UserError
 from engine.io import append_jsonl, atomic_write_text
 from engine.progress import progress
-from engine.run_guard import check_finite, check_run_folder, check_values, clear_run, continue_schedule, plan_resume
+from engine.run_guard import (check_finite, check_run_folder, check_values, clear_run, continue_schedule, plan_resume,
+                              warn_validation_on_training_images)
 
 # The official ImageNet-100 ResNet recipe; configs/*.yaml and flags override any key.
 PRETRAIN_DEFAULTS: dict = dict(
@@ -408,6 +409,7 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
     check_run_folder(cfg, paths)
     seed_everything(cfg.seed)
     train_set, val_set = build_pretrain_data(cfg)
+    warn_validation_on_training_images(cfg, val_set)
     model = build_pretrain_model(cfg)
     is_cnn = not cfg.arch.startswith("vit")
     channels_last = info.device.type == "cuda" and is_cnn

@@ -446,3 +446,162 @@ def test_entries_written_before_the_records_are_checked_by_their_headers(tmp_pat
     with pytest.warns(UserWarning, match="layer2.npy is unreadable"):
         again = cached(tiny_ckpts["base"], cache)
     assert "files" in again.meta and again["layer2"].shape[0] == len(again)
+
+
+# --------------------------------------------------------------------------- datasets and checkpoints
+
+def write_image_folder(root: Path, tree: dict[str, dict[str, int]], size: int = 12) -> Path:
+    """``tree`` = {split folder ('' for none): {class: number of images}}; image k of class c is a
+    constant image of a value given by (c, k), so labels can be checked from the pixels."""
+    from PIL import Image
+
+    for split, classes in tree.items():
+        for c, (name, count) in enumerate(sorted(classes.items())):
+            folder = root / split / name if split else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(count):
+                Image.new("RGB", (size, size), (40 * (ord(name[0]) % 6), 10 * k, 0)).save(folder / f"{k}.png")
+    return root
+
+
+def test_imagefolder_splits_share_the_training_class_map(tmp_path):
+    import data
+
+    root = write_image_folder(tmp_path, {"train": {"a": 2, "b": 2, "c": 2}, "test": {"a": 1, "c": 2}})
+    train = data.build_dataset("imagefolder", "train", root=root)
+    test = data.build_dataset("imagefolder", "test", root=root)
+    assert train.classes == test.classes == ["a", "b", "c"] and test.num_classes == 3
+    assert train.targets.tolist() == [0, 0, 1, 1, 2, 2]
+    assert test.targets.tolist() == [0, 2, 2]  # c is class 2 in every split (was 1 in the test split)
+    assert [Path(p).parent.name for p in test.paths] == ["a", "c", "c"]
+    assert not test.test_is_train
+
+
+def test_a_split_with_a_class_the_training_split_lacks_is_one_line(tmp_path):
+    import data
+
+    root = write_image_folder(tmp_path, {"train": {"a": 2, "b": 2}, "val": {"a": 1, "d": 1}})
+    assert data.build_dataset("imagefolder", "train", root=root).num_classes == 2
+    with pytest.raises(data.DatasetError) as info:
+        data.build_dataset("imagefolder", "test", root=root)
+    message = str(info.value)
+    assert f"{root / 'val'} has class folder(s) d that {root / 'train'} lacks" in message and "\n" not in message
+
+
+def image_folder_args(root: Path, save_dir: Path, classes: int = 3) -> list[str]:
+    return ["--dataset", "imagefolder", "--data", str(root), "--num_classes", str(classes), "--image_size", "16",
+            "--arch", "resnet18", "--stem", "cifar", "--width", "0.125", "-b", "4", "--workers", "0",
+            "--epochs", "1", "--warmup_epochs", "0", "--device", "cpu", "--save_dir", str(save_dir)]
+
+
+def test_validating_on_the_training_images_is_warned(tmp_path):
+    import pretrain
+
+    root = write_image_folder(tmp_path / "flat", {"": {"a": 3, "b": 3, "c": 3}})
+    with pytest.warns(UserWarning, match=r"no test/ or val/ folder, so 'val top-1' is measured on the training images"):
+        pretrain.main(image_folder_args(root, tmp_path / "run"))
+    split = write_image_folder(tmp_path / "split", {"train": {"a": 3, "b": 3, "c": 3}, "test": {"a": 1, "b": 1, "c": 1}})
+    with warnings_recorded() as caught:
+        pretrain.main(image_folder_args(split, tmp_path / "run2"))
+    assert not [w for w in caught if "val top-1" in str(w.message)]
+    with warnings_recorded() as caught:  # a held-out part of the training split is no warning either
+        pretrain.main(image_folder_args(root, tmp_path / "run3") + ["--val_split", "0.34"])
+    assert not [w for w in caught if "val top-1" in str(w.message)]
+
+
+def warnings_recorded():
+    import warnings
+
+    return warnings.catch_warnings(record=True)
+
+
+def test_a_corrupt_image_read_by_a_worker_is_the_same_one_line_as_without_workers(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "data", {"train": {"a": 4, "b": 4}, "test": {"a": 2, "b": 2}})
+    (root / "train" / "b" / "9.png").write_bytes(b"not an image at all")
+    lines = []
+    for workers in ("0", "2"):
+        args = image_folder_args(root, tmp_path / f"run{workers}", classes=2)
+        args[args.index("--workers") + 1] = workers
+        lines.append(pretrain_error(capsys, args))
+    assert lines[0] == lines[1]
+    assert f"{root / 'train' / 'b' / '9.png'} is not a readable image" in lines[0]
+
+
+def test_entry_points_print_warnings_as_one_line():
+    import warnings
+
+    from engine.errors import cli_main
+
+    @cli_main
+    def entry():
+        return (warnings.formatwarning("the cache was rebuilt", UserWarning, "engine/features.py", 1),
+                warnings.formatwarning("old", DeprecationWarning, "x.py", 2))
+
+    user, deprecation = entry()
+    assert user == "warning: the cache was rebuilt\n" and deprecation.startswith("x.py:2: DeprecationWarning: old")
+    assert warnings.formatwarning("w", UserWarning, "y.py", 3).startswith("y.py:3: UserWarning: w")  # restored
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_recorded_model_is_one_line(tmp_path, tiny_ckpts, capsys):
+    import torch
+
+    import eval_nc
+    from engine.checkpoint import UserError, model_from_checkpoint
+
+    ckpt = torch.load(tiny_ckpts["base"], weights_only=True)
+    ckpt["model_kwargs"]["width"] = 0.25  # the weights are those of width 0.125
+    torch.save(ckpt, tmp_path / "mismatch.pth")
+    with pytest.raises(UserError) as info:
+        model_from_checkpoint(tmp_path / "mismatch.pth")
+    message = str(info.value)
+    assert f"checkpoint {tmp_path / 'mismatch.pth'}: the weights do not fit the model it describes" in message
+    assert "shape of encoder." in message and "in the file" in message and "\n" not in message
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        eval_nc.main(["--ckpt", str(tmp_path / "mismatch.pth"), "--dataset", "fashion_mnist:classes=0-5",
+                      "--image_size", "16", "--max_per_class", "2", "--device", "cpu", "--layers", "encoder",
+                      "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "it/s" not in line]
+    assert len(err) == 1 and "the weights do not fit the model it describes" in err[0]
+
+
+def eval_nc_args(ckpt: Path, tmp_path: Path, dataset: str) -> list[str]:
+    return ["--ckpt", str(ckpt), "--dataset", dataset, "--image_size", "16", "--max_per_class", "2",
+            "--device", "cpu", "--layers", "encoder", "--cache_dir", str(tmp_path / "cache"),
+            "--out_dir", str(tmp_path / "out")]
+
+
+def test_evaluating_other_classes_of_the_training_dataset_is_one_line(finished_run, tmp_path, capsys):
+    import eval_nc
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:  # trained on classes 0-5: same count, other classes
+        eval_nc.main(eval_nc_args(finished_run / "model.pth", tmp_path, "fashion_mnist:classes=4-9"))
+    assert info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "it/s" not in line]
+    assert len(err) == 1 and err[0].startswith(f"error: class mismatch: {finished_run / 'model.pth'} was trained on "
+                                               "other fashion_mnist classes (label 0 is 'Coat' here but was 'T-shirt/top'")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    rows = eval_nc.main(eval_nc_args(finished_run / "model.pth", tmp_path, "fashion_mnist:classes=0-5"))
+    assert [r["layer"] for r in rows] == ["encoder"]
+
+
+def test_older_checkpoints_are_checked_by_their_config_and_foreign_ones_not_at_all(finished_run):
+    from data import parse_spec
+    from engine.checkpoint import UserError, load_checkpoint
+    from engine.evaluation import Run, trained_classes
+
+    ckpt = load_checkpoint(finished_run / "model.pth")
+    assert ckpt["class_names"] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"]
+    run = Run("m", finished_run / "model.pth", ckpt["model_kwargs"], ckpt["state_dict"], config=ckpt["config"],
+              class_names=ckpt["class_names"])
+    assert trained_classes(run, parse_spec("fashion_mnist:classes=0-5")) == ckpt["class_names"]
+    assert trained_classes(run, parse_spec("digits")) is None  # another dataset: only the class count is checked
+    run.class_names = None  # a checkpoint from before the class names were recorded
+    assert trained_classes(run, parse_spec("fashion_mnist:classes=0-5")) is None
+    with pytest.raises(UserError, match=r"trained on fashion_mnist classes \[0, 1, 2, 3, 4, 5\], not \[4, 5, 6, 7, 8, 9\]"
+                                        r".*\(fashion_mnist:classes=0\+1\+2\+3\+4\+5\)"):
+        trained_classes(run, parse_spec("fashion_mnist:classes=4-9"))
+    run.config = {}  # another codebase's checkpoint: nothing recorded, nothing checked
+    assert trained_classes(run, parse_spec("fashion_mnist:classes=4-9")) is None
