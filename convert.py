@@ -12,6 +12,7 @@ default 224). The evaluators read such files directly; converting is only needed
 from engine.checkpoint import convert_checkpoint
 from engine.config import parse_config
 from engine.errors import UserError, cli_main
+from engine.trainer import model_flags
 from models.foreign import FOREIGN_HELP, FOREIGN_OPTIONS, FOREIGN_TYPES
 
 CONVERT_DEFAULTS = {"ckpt": None, "out": None, "image_size": None, **FOREIGN_OPTIONS}
@@ -31,6 +32,7 @@ def main(argv=None) -> dict:
     record = convert_checkpoint(cfg.ckpt, cfg.out, img_size=cfg.image_size,
                                 **{key: getattr(cfg, key) for key in FOREIGN_OPTIONS})
     print(f"wrote {cfg.out}: {record['summary']}")
+    print(f"start a run from it with: pretrain.py --init_from {cfg.out} {' '.join(model_flags(record['model_kwargs']))}")
     return record
 
 

@@ -183,7 +183,8 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, device: str | torch
 def convert_checkpoint(source: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
     """Write the checkpoint of another codebase ``source`` as an nc-ood checkpoint ``out`` (weights
     only, epoch 0: start a run from it with ``pretrain.py --init_from``) and return the record of
-    its origin stored in it as ``converted_from``. ``options``: see :func:`models.foreign.convert`.
+    its origin stored in it as ``converted_from`` (plus the ``model_kwargs``). ``options``: see
+    :func:`models.foreign.convert`.
     An existing ``out`` is never overwritten."""
     out = Path(out)
     if out.exists():
@@ -195,7 +196,7 @@ def convert_checkpoint(source: str | Path, out: str | Path, **options: Any) -> d
     record = {**ckpt["foreign"], "path": str(Path(source).resolve()), "sha256": file_hash(source),
               "epoch": ckpt["epoch"]}
     save_checkpoint(out, model=model, epoch=0, config={}, extra={"converted_from": record})
-    return record
+    return {**record, "model_kwargs": ckpt["model_kwargs"]}
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict[str, Any], source: str) -> None:

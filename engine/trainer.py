@@ -54,6 +54,7 @@ PRETRAIN_DEFAULTS: dict = dict(
     optimizer="adamw", momentum=0.9, schedule="cosine", milestones=[], gamma=0.1, val_split=0.0,
     spectral_norm=0.0, activation="relu", shortcut="conv", loss="ce", init_from=None,
     monitor_ood=[], monitor_layers=[], monitor_max_per_class=None,
+    class_token=False, pos_embed="sincos", global_pool="avg", conv_bias=False,
 )
 PRETRAIN_TYPES = {"data": str, "transform": str, "classes": list[int], "max_per_class": int, "resume": str, "milestones": list[int],
                   "init_from": str, "monitor_ood": list[str], "monitor_layers": list[str],
@@ -89,6 +90,10 @@ PRETRAIN_HELP = {
     "spectral_norm": "spectral-normalization coefficient of the ResNet's convolutions (0 = off; DDU: 3.0)",
     "activation": "ResNet activation: relu or leaky_relu (DDU)",
     "shortcut": "ResNet downsampling shortcut: conv (1x1 conv + norm) or avgpool (average pool + zero channels; DDU)",
+    "class_token": "ViT: prepend a class token (as timm's ViTs; a checkpoint converted from one has it)",
+    "pos_embed": "ViT position embedding: sincos (fixed, the official ViTs) or learned (timm's)",
+    "global_pool": "ViT embedding: avg (mean of the patch tokens, the official ViTs) or token (the class token, timm's)",
+    "conv_bias": "VGG: a bias in every convolution (the official BatchNorm VGG; a checkpoint converted from one has it)",
     "loss": "ce (cross-entropy + --alpha x entropy) or nc (the neural-collapse loss of Haas et al. 2022, "
             "no cross-entropy)",
     "init_from": "checkpoint whose weights start this run (fresh optimizer and schedule, epochs from 0; the model "
@@ -237,12 +242,28 @@ def build_pretrain_model(cfg: Namespace):
 
     nc = NCConfig(output_dim=cfg.output_dim, hidden_mlp=cfg.hidden_mlp, projector=cfg.projector,
                   l2_features=cfg.l2_features)
-    # the DDU ResNet options go to every architecture: build_model rejects them where they do not apply
-    ddu = dict(spectral_norm=cfg.spectral_norm, activation=cfg.activation, shortcut=cfg.shortcut)
+    # the DDU ResNet options and the options hosting other codebases' models go to every architecture:
+    # build_model rejects them where they do not apply
+    ddu = dict(spectral_norm=cfg.spectral_norm, activation=cfg.activation, shortcut=cfg.shortcut,
+               class_token=cfg.class_token, pos_embed=cfg.pos_embed, global_pool=cfg.global_pool,
+               conv_bias=cfg.conv_bias)
     kwargs = dict(nc_control=nc, norm=cfg.norm, stem=cfg.stem, width=cfg.width, img_size=cfg.image_size, **ddu)
     if cfg.arch.startswith("vit"):
         kwargs = dict(nc_control=nc, img_size=cfg.image_size, patch_size=cfg.patch_size, drop_path=cfg.drop_path, **ddu)
     return build_model(cfg.arch, cfg.num_classes, **kwargs)
+
+
+def model_flags(model_kwargs: dict) -> list[str]:
+    """The flags with which pretrain.py builds the model ``model_kwargs`` describes (those away from
+    their defaults), e.g. to start a run from a converted checkpoint with ``--init_from``."""
+    values = {**model_kwargs, **model_kwargs["nc_control"], "image_size": model_kwargs["img_size"]}
+    flags = []
+    for key, default in PRETRAIN_DEFAULTS.items():
+        value = values.get(key, default)
+        if value == default or key not in values:
+            continue
+        flags += [f"--{key}" if value else f"--no-{key}"] if isinstance(value, bool) else [f"--{key}", str(value)]
+    return flags
 
 
 def crop_interpolation(cfg: Namespace) -> str:

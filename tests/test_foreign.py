@@ -337,9 +337,41 @@ def test_the_converter_writes_a_checkpoint_pretrain_starts_from(tmp_path, offici
         assert torch.equal(tuned[key], value), key
 
 
+def test_converted_timm_vits_and_biased_vggs_train_on_with_their_flags(tmp_path, official, capsys):
+    import timm
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=CLASSES, img_size=PX, patch_size=8)
+    torch.save(vit.state_dict(), tmp_path / "timm.pth")
+    _, vgg_path = official("vgg17_base")
+    run = ["--dataset", "fashion_mnist", "--classes", *map(str, range(CLASSES)), "--num_classes", str(CLASSES),
+           "--max_per_class", "2", "--image_size", str(PX), "--epochs", "1", "--lr", "0", "--warmup_epochs", "0",
+           "--batch_size", "6", "--workers", "0", "--device", "cpu"]
+    cases = {"timm": (tmp_path / "timm.pth", ["--arch", "vit_tiny", "--patch_size", "8"],
+                      ["--class_token", "--pos_embed", "learned", "--global_pool", "token"]),
+             "vgg": (vgg_path, ["--arch", "vgg17"], ["--conv_bias"])}
+    for name, (source, model_flags, hosted_flags) in cases.items():
+        out = tmp_path / f"{name}_converted.pth"
+        capsys.readouterr()
+        convert_entry.main(["--ckpt", str(source), "--out", str(out), "--image_size", str(PX)])
+        printed = capsys.readouterr().out.splitlines()[-1].split()  # the flags it prints build the model
+        assert printed[:5] == ["start", "a", "run", "from", "it"] and printed[6:9] == ["pretrain.py", "--init_from", str(out)]
+        flags = printed[9:]
+        assert all(flag in flags for flag in [*model_flags, *hosted_flags])
+        err = run_error(capsys, pretrain.main, ["--init_from", str(out), *model_flags, *run,
+                                                "--save_dir", str(tmp_path / f"{name}_without")])
+        assert "holds a different model" in err and hosted_flags[0].lstrip("-") in err
+        pretrain.main(["--init_from", str(out), *flags, *run, "--save_dir", str(tmp_path / name),
+                       "--ckpt_file", "tuned.pth"])
+        tuned = load_checkpoint(tmp_path / name / "tuned.pth")["state_dict"]
+        for key, value in load_checkpoint(out)["state_dict"].items():  # lr 0: only BatchNorm statistics move
+            if "running_" not in key and "num_batches" not in key:
+                assert torch.equal(tuned[key], value), (name, key)
+
+
 # --------------------------------------------------------------------------- bad input
 
 def run_error(capsys, main, args) -> str:
+    capsys.readouterr()  # what earlier calls printed
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == 2
