@@ -104,7 +104,7 @@ def measure_steps(arch: str, args, info: D.DistInfo, table: Table, name: str) ->
     channels_last = device.type == "cuda" and not arch.startswith("vit")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    optimizer = build_optimizer(model, cfg)
     loss_fn = build_loss_fn(cfg, model)
     shape = (args.batch, 3, args.image_size, args.image_size)
     host = torch.randn(shape, pin_memory=device.type == "cuda")

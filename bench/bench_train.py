@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     model = build_pretrain_model(cfg)
     channels_last = device.type == "cuda" and not cfg.arch.startswith("vit")
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    optimizer = build_optimizer([q for q in model.parameters() if q.requires_grad], cfg)
+    optimizer = build_optimizer(model, cfg)
     loss_fn = build_loss_fn(cfg, model)
     train_loader, val_loader = _loaders(cfg, train_set, val_set, info, 0)
     train_batches, val_batches = list(train_loader), list(val_loader)

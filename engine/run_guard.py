@@ -10,7 +10,8 @@ Before anything is written:
 - :func:`plan_resume`: a ``--resume`` checkpoint must hold an optimizer and scheduler state (a
   ``best_`` checkpoint holds weights only) and must have been trained with the flags given now.
   The schedule's length and shape (``RESCHEDULABLE``: ``--epochs``, ``--warmup_epochs``,
-  ``--warmup_start_factor``, ``--milestones``, ``--gamma``) may change: the run then continues
+  ``--warmup_start_factor``, ``--milestones``, ``--gamma``, and ``--warmup_lr``, ``--min_lr``,
+  ``--schedule_lag`` of ``--schedule cosine_timm``) may change: the run then continues
   on the new schedule from the epoch it reached (:func:`continue_schedule`), i.e. each later
   epoch gets the learning rate an uninterrupted run with the new flags would have had at that
   epoch (the earlier epochs stay what they were). Operational flags (``FREE_ON_RESUME``: paths,
@@ -43,7 +44,8 @@ from engine.errors import UserError
 
 FREE_ON_RESUME = frozenset({"resume", "overwrite", "save_dir", "ckpt_file", "expt_name", "workers", "device", "data",
                             "init_from", "monitor_ood", "monitor_max_per_class", "monitor_layers", "config"})
-RESCHEDULABLE = frozenset({"epochs", "warmup_epochs", "warmup_start_factor", "milestones", "gamma"})
+RESCHEDULABLE = frozenset({"epochs", "warmup_epochs", "warmup_start_factor", "milestones", "gamma", "warmup_lr", "min_lr",
+                           "schedule_lag"})
 
 
 def _rule(ok: bool, flag: str, requirement: str, value: Any) -> None:
@@ -187,17 +189,18 @@ def plan_resume(cfg: Namespace, ckpt: dict, paths: dict[str, Path]) -> ResumePla
     return plan
 
 
-def continue_schedule(optimizer: torch.optim.Optimizer, make_scheduler: Callable, epochs_done: int):
+def continue_schedule(optimizer: torch.optim.Optimizer, make_scheduler: Callable, step: Callable, epochs_done: int):
     """A scheduler for the new flags, built from the schedule's start (the base lr of each group)
-    and stepped once per epoch already trained, as the training loop steps it; the optimizer's
-    groups then hold the lr the new schedule gives the next epoch."""
+    and advanced with ``step(scheduler, epochs_done_so_far)`` once per epoch already trained, as
+    the training loop advances it; the optimizer's groups then hold the lr the new schedule gives
+    the next epoch."""
     for group in optimizer.param_groups:
         group["lr"] = group.get("initial_lr", group["lr"])
     scheduler = make_scheduler(optimizer)
     with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": no training step is meant here
         warnings.simplefilter("ignore", UserWarning)
-        for _ in range(epochs_done):
-            scheduler.step()
+        for done in range(1, epochs_done + 1):
+            step(scheduler, done)
     return scheduler
 
 

@@ -1,9 +1,10 @@
 """The pretraining loop: data -> model(encoder -> [projector -> L2] -> classifier)
 -> CE(label smoothing) + alpha * entropy(encoder embedding) -> checkpoints.
 
-``train(cfg)`` reads top to bottom: build data and model, AdamW with warmup + cosine (stepped
-per epoch, as the official recipe), then per epoch one pass of ``train_one_epoch``, top-1
-validation, a JSON-lines log record and the last/best checkpoints. Each epoch reseeds every RNG
+``train(cfg)`` reads top to bottom: build data and model, the optimizer and schedule of
+:mod:`engine.recipes` (default: AdamW with warmup + cosine stepped per epoch, the official CNN
+recipe; the ViT scripts select the official ViT recipe there), then per epoch one pass of
+``train_one_epoch``, top-1 validation, a JSON-lines log record and the last/best checkpoints. Each epoch reseeds every RNG
 from (seed, epoch, rank), so ``--resume`` after an interruption reproduces an uninterrupted
 run's weights exactly on the CPU.
 
@@ -31,7 +32,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 from engine import distributed as D
 from engine.checkpoint import load_checkpoint, load_weights, save_checkpoint, set_rng_state, unwrap
@@ -41,6 +42,8 @@ from engine.io import append_jsonl, atomic_write_text
 from engine.progress import progress
 from engine.run_guard import (check_finite, check_run_folder, check_values, clear_run, continue_schedule, plan_resume,
                               warn_validation_on_training_images)
+from engine.recipes import (RECIPE_DEFAULTS, RECIPE_HELP, build_optimizer, build_scheduler, check_recipe,
+                            drop_last_batch, learning_rate, step_scheduler, train_sampler)
 
 # The official ImageNet-100 ResNet recipe; configs/*.yaml and flags override any key.
 PRETRAIN_DEFAULTS: dict = dict(
@@ -54,7 +57,7 @@ PRETRAIN_DEFAULTS: dict = dict(
     optimizer="adamw", momentum=0.9, schedule="cosine", milestones=[], gamma=0.1, val_split=0.0,
     spectral_norm=0.0, activation="relu", shortcut="conv", loss="ce", init_from=None,
     monitor_ood=[], monitor_layers=[], monitor_max_per_class=None,
-    class_token=False, pos_embed="sincos", global_pool="avg", conv_bias=False,
+    class_token=False, pos_embed="sincos", global_pool="avg", conv_bias=False, **RECIPE_DEFAULTS,
 )
 PRETRAIN_TYPES = {"data": str, "transform": str, "classes": list[int], "max_per_class": int, "resume": str, "milestones": list[int],
                   "init_from": str, "monitor_ood": list[str], "monitor_layers": list[str],
@@ -80,8 +83,9 @@ PRETRAIN_HELP = {
     "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
     "optimizer": "adamw (the official NC-OOD recipe) or sgd (momentum --momentum, no Nesterov; DDU)",
     "momentum": "SGD momentum (--optimizer sgd)",
-    "schedule": "cosine (linear warmup over --warmup_epochs, then cosine to 0) or step (lr x --gamma at each of "
-                "--milestones, no warmup; DDU)",
+    "schedule": "cosine (linear warmup from lr x --warmup_start_factor over --warmup_epochs, then cosine to 0; "
+                "the official CNNs), cosine_timm (timm's CosineLRScheduler: warmup from --warmup_lr, cosine to "
+                "--min_lr; the official ViT) or step (lr x --gamma at each of --milestones, no warmup; DDU)",
     "milestones": "epochs after which --schedule step multiplies the lr by --gamma, e.g. --milestones 150 250 "
                   "(none: a constant lr)",
     "gamma": "lr factor at each milestone (--schedule step)",
@@ -104,8 +108,8 @@ PRETRAIN_HELP = {
                       "are logged after each epoch, with the model's top-1 on them, e.g. encoder projector; the "
                       "projector layers are skipped for a model without a projector (empty = off)",
     "monitor_max_per_class": "training samples per class the monitor measures, the same ones every epoch (default: all)",
+    **RECIPE_HELP,
 }
-OPTIMIZERS, SCHEDULES, LOSSES = ("adamw", "sgd"), ("cosine", "step"), ("ce", "nc")
 
 
 def seed_everything(seed: int) -> None:
@@ -191,49 +195,6 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, inf
         total += targets.numel()
     correct, total = D.all_reduce_sum([correct, total], info)
     return correct / max(total, 1)
-
-
-def check_recipe(cfg: Namespace) -> None:
-    """Reject flag combinations that would otherwise be silently ignored or fail late."""
-    for key, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss", LOSSES)):
-        if getattr(cfg, key) not in choices:
-            raise UserError(f"--{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
-    if cfg.schedule == "step":
-        if cfg.warmup_epochs > 0:
-            raise UserError("--schedule step has no warmup; pass --warmup_epochs 0 (warmup belongs to --schedule cosine)")
-        if list(cfg.milestones) != sorted(set(cfg.milestones)) or any(not 0 < m < cfg.epochs for m in cfg.milestones):
-            raise UserError(f"--milestones must be increasing epochs in 1..{cfg.epochs - 1} (--epochs {cfg.epochs}), "
-                            f"got {list(cfg.milestones)}")
-        if not cfg.gamma > 0:
-            raise UserError(f"--gamma must be > 0, got {cfg.gamma}")
-    elif cfg.milestones:
-        raise UserError("--milestones applies to --schedule step only; drop it or pass --schedule step")
-    if not 0.0 <= cfg.val_split < 1.0:
-        raise UserError(f"--val_split must be in [0, 1), got {cfg.val_split}")
-    if cfg.loss == "nc" and cfg.alpha != 0:
-        raise UserError("--alpha weights the entropy term of --loss ce; the NC loss has none, pass --alpha 0")
-
-
-def build_optimizer(params, cfg: Namespace) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay) or SGD with momentum (weight decay as L2 in the gradient, no Nesterov)."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd, nesterov=False)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.wd)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int, start_factor: float, *,
-                    schedule: str = "cosine", milestones=(), gamma: float = 0.1):
-    """Per-epoch learning rate. ``'cosine'``: linear warmup from ``start_factor`` over
-    ``warmup_epochs``, then cosine to 0. ``'step'``: lr x ``gamma`` after each epoch in
-    ``milestones`` (``torch.optim.lr_scheduler.MultiStepLR``, DDU's schedule)."""
-    if schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
-    warmup_epochs = max(0, min(warmup_epochs, epochs))
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warmup_epochs), eta_min=0.0)
-    if warmup_epochs == 0:
-        return cosine
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=start_factor, total_iters=warmup_epochs)
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_epochs])
 
 
 def build_pretrain_model(cfg: Namespace):
@@ -349,7 +310,7 @@ def build_loss_fn(cfg: Namespace, model) -> Callable:
     from nc_control import EntropyRegularizer, NCLoss
 
     if cfg.loss == "ce":
-        entropy = EntropyRegularizer()
+        entropy = EntropyRegularizer(global_batch=cfg.entropy_batch == "global")
         return lambda out, targets: nc_loss(out, targets, entropy, cfg.alpha, cfg.label_smoothing)
     criterion, net = NCLoss(), unwrap(model)
 
@@ -393,15 +354,10 @@ def _loaders(cfg: Namespace, train_set, val_set, info: D.DistInfo, epoch: int):
     per_rank_batch = max(1, cfg.batch_size // info.world_size)
     common = dict(num_workers=cfg.workers, pin_memory=info.device.type == "cuda")
     generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-    if info.distributed:
-        sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
-                                     shuffle=True, seed=cfg.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-        train_loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
-                                  generator=generator, **common)
-    else:
-        train_loader = DataLoader(train_set, batch_size=per_rank_batch, shuffle=True, drop_last=len(train_set) > per_rank_batch,
-                                  generator=generator, **common)
+    sampler = train_sampler(cfg, train_set, info.rank, info.world_size, epoch, seed=epoch_seed(cfg.seed, epoch))
+    drop_last = drop_last_batch(cfg, len(sampler if sampler is not None else train_set), per_rank_batch)
+    train_loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, shuffle=sampler is None,
+                              drop_last=drop_last, generator=generator, **common)
     shard = Subset(val_set, range(info.rank, len(val_set), info.world_size))
     val_loader = DataLoader(shard, batch_size=per_rank_batch, shuffle=False, **common)
     return train_loader, val_loader
@@ -437,11 +393,8 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
     model = model.to(info.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     monitor = build_monitor(cfg, info, model) if info.is_main else None  # checks its layers before any file is written
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg)
-    def make_scheduler(opt):
-        return build_scheduler(opt, cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor,
-                               schedule=cfg.schedule, milestones=cfg.milestones, gamma=cfg.gamma)
-    scheduler = make_scheduler(optimizer)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
     start_epoch, best_acc1, history, resume = 0, -1.0, [], None
     if cfg.resume:
         ckpt = load_checkpoint(cfg.resume, map_location=info.device)
@@ -450,7 +403,8 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
         load_weights(unwrap(model), ckpt["state_dict"], f"--resume {cfg.resume}")
         optimizer.load_state_dict(ckpt["optimizer"])
         if resume.schedule_changed:  # the new schedule from the epoch reached
-            scheduler = continue_schedule(optimizer, make_scheduler, resume.epochs_done)
+            scheduler = continue_schedule(optimizer, lambda opt: build_scheduler(opt, cfg),
+                                          lambda sched, done: step_scheduler(sched, done, cfg), resume.epochs_done)
         else:
             scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best_acc1 = ckpt["epoch"], ckpt["best_acc1"] if ckpt["best_acc1"] is not None else -1.0
@@ -476,7 +430,9 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
         print(f"{cfg.arch} on {cfg.dataset}: {len(train_set)} train / {len(val_set)} "
               f"{'held-out' if cfg.val_split > 0 else 'test'} images, "
               f"{cfg.num_classes} classes, {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters, "
-              f"device {info.device}" + (f" x {info.world_size} processes" if info.distributed else ""), flush=True)
+              f"device {info.device}" + (f" x {info.world_size} processes" if info.distributed else "") +
+              (f"; lr {learning_rate(cfg):.4g} = {cfg.lr:g} x batch {cfg.batch_size} / {cfg.lr_base_batch}"
+               if cfg.lr_base_batch else ""), flush=True)
     net = model
     if info.distributed:  # the NC loss leaves the classifier bias without gradient
         net = torch.nn.parallel.DistributedDataParallel(
@@ -491,7 +447,7 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
         lr = optimizer.param_groups[0]["lr"]
         stats = train_one_epoch(net, train_loader, optimizer, loss_fn, info.device, channels_last=channels_last,
                                 desc=f"epoch {epoch + 1}/{cfg.epochs}", show_progress=info.is_main)
-        scheduler.step()
+        step_scheduler(scheduler, epoch + 1, cfg)
         acc1 = evaluate(net, val_loader, info.device, info, channels_last)
         is_best = acc1 > best_acc1
         best_acc1 = max(acc1, best_acc1)

@@ -68,12 +68,11 @@ def test_cap_per_class_keeps_at_most_k_of_each_label():
 def test_sgd_and_step_schedule_give_the_ddu_learning_rates():
     cfg = config("--lr", "0.1", "--epochs", "6", "--milestones", "2", "4")
     check_recipe(cfg)
-    optimizer = build_optimizer(torch.nn.Linear(3, 2).parameters(), cfg)
+    optimizer = build_optimizer(torch.nn.Linear(3, 2), cfg)
     assert isinstance(optimizer, torch.optim.SGD)
     group = optimizer.param_groups[0]
     assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, False, 5e-4)
-    scheduler = build_scheduler(optimizer, cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor,
-                                schedule=cfg.schedule, milestones=cfg.milestones, gamma=cfg.gamma)
+    scheduler = build_scheduler(optimizer, cfg)
     lrs = []
     for _ in range(cfg.epochs):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -86,9 +85,9 @@ def test_defaults_keep_adamw_and_warmup_cosine():
     cfg = parse_config(PRETRAIN_DEFAULTS, ["--epochs", "4", "--warmup_epochs", "1"], types=PRETRAIN_TYPES)
     check_recipe(cfg)
     assert (cfg.optimizer, cfg.schedule, cfg.loss, cfg.val_split, cfg.monitor_ood) == ("adamw", "cosine", "ce", 0.0, [])
-    optimizer = build_optimizer(torch.nn.Linear(3, 2).parameters(), cfg)
+    optimizer = build_optimizer(torch.nn.Linear(3, 2), cfg)
     assert type(optimizer) is torch.optim.AdamW and optimizer.param_groups[0]["weight_decay"] == 0.05
-    scheduler = build_scheduler(optimizer, cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor)
+    scheduler = build_scheduler(optimizer, cfg)
     assert type(scheduler).__name__ == "SequentialLR"
 
 
