@@ -73,7 +73,9 @@ PRETRAIN_HELP = {
     "alpha": "entropy-regularizer weight on the encoder embedding (0 = off; the method uses 0.05)",
     "output_dim": "projector output width (0 = no projector: the baseline)",
     "hidden_mlp": "projector hidden width (0 = no projector: the baseline)",
-    "projector": "etf (fixed simplex-ETF weights, the method) or learnable (ablation)",
+    "projector": "etf (fixed simplex-ETF weights, the method), learnable (ablation) or random (fixed "
+                 "trunc_normal(0.02) weights: what the official ViT code trains, its ETF weights being "
+                 "re-initialized; use it to reproduce the paper's ViT numbers)",
     "l2_features": "L2-normalize the encoder embedding before the classifier (ablation, Haas et al. 2022)",
     "norm": "bn (BatchNorm) or gn_ws (GroupNorm(32) + weight standardization)",
     "stem": "imagenet (7x7 conv + max-pool, 224 px) or cifar (3x3 conv, no max-pool, 28-64 px)",

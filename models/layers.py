@@ -49,9 +49,10 @@ def conv2d(norm: str, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1
            bias: bool = False) -> nn.Conv2d:
     """Convolution, weight-standardized for ``gn_ws``, plain for ``bn``; bias-free unless ``bias``.
 
-    Both inits are Kaiming-normal with fan_out (``N(0, 2 / (k*k*out_ch))``, the official
-    NC-controlled init; a bias would be cancelled by the normalization that follows, but the
-    official BatchNorm VGG has one, so ``bias=True`` (PyTorch's default bias init) hosts it).
+    Both inits are Kaiming-normal with fan_out (``N(0, 2 / (k*k*out_ch))``, the official init of
+    the VGGs and of the NC-controlled ResNets; the BatchNorm ResNets re-initialize with fan_in, see
+    :mod:`models.resnet`). A bias would be cancelled by the normalization that follows, but the
+    official BatchNorm VGG has one, so ``bias=True`` (PyTorch's default bias init) hosts it.
     """
     cls = WSConv2d if norm == "gn_ws" else nn.Conv2d
     conv = cls(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias)

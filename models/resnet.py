@@ -5,8 +5,12 @@ Stems: ``'imagenet'`` = 7x7 stride-2 conv + 3x3 stride-2 max-pool (224 px inputs
 ``'cifar'`` = 3x3 stride-1 conv, no max-pool (28-64 px inputs).
 Widths: stage channels ``int(c * width)`` for c = 64, 128, 256, 512, so
 ``embed_dim = int(512 * width)`` (width 1.0 -> 512, 0.25 -> 128).
-With ``norm='gn_ws'`` the last GroupNorm of every residual branch starts at zero, as in the
-official NC-controlled ResNets; with ``norm='bn'`` all norm weights start at one.
+Initialization, as in the official code for each norm: ``norm='bn'`` (``resnet/resnet.py``, the
+baselines) Kaiming-normal convolutions with fan_in, all norm weights one, and a classifier weight
+Kaiming-normal with fan_in (ReLU gain); ``norm='gn_ws'`` (``resnet_etf.py``, the NC-controlled
+ResNets) Kaiming-normal convolutions with fan_out, the last GroupNorm of every residual branch
+zero, and a Xavier-uniform classifier weight. The classifier bias keeps PyTorch's default
+U(-1/sqrt(d), 1/sqrt(d)) in both (see :meth:`ResNetEncoder.init_classifier`).
 Hookable stages: ``layer1`` .. ``layer4`` (B x C x H x W); :meth:`ResNetEncoder.last_conv` is the
 second convolution of the last block (``layer4.1.conv2`` for ResNet-18, ``layer4.2.conv2`` for
 ResNet-34), whose output, before its norm, the residual add and the activation, the official
@@ -116,6 +120,11 @@ class ResNetEncoder(nn.Module):
             in_ch = out_ch
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.embed_dim = channels[-1]
+        self.norm = norm
+        if norm == "bn":  # the official BatchNorm ResNet: every convolution Kaiming-normal with fan_in
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
         if spectral_norm:
             spectral_normalize_convs(self, spectral_norm)
 
@@ -125,6 +134,13 @@ class ResNetEncoder(nn.Module):
     def last_conv(self) -> nn.Module:
         """The last convolution of the backbone: ``conv2`` of the last block of ``layer4``."""
         return self.layer4[-1].conv2
+
+    def init_classifier(self, linear: nn.Linear) -> None:
+        """The official classifier weight init for this norm (bias: PyTorch's default)."""
+        if self.norm == "bn":
+            nn.init.kaiming_normal_(linear.weight, mode="fan_in", nonlinearity="relu")
+        else:
+            nn.init.xavier_uniform_(linear.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

@@ -15,6 +15,9 @@ Hookable stages: ``block1`` .. ``block5`` (B x C x H x W, each after its max-poo
 :meth:`VGGEncoder.last_conv` is the last convolution of ``block5`` (``block5.9``), the layer the
 official code hooks as ``features.49`` (its flat ``features`` list holds the same modules in the
 same order: 3 per conv layer, 1 per max-pool, so the 16th convolution is entry 49).
+Initialization as the official ``vgg/vgg.py`` and ``vgg_etf.py``: Kaiming-normal convolutions
+(fan_out; the conv biases of ``conv_bias=True`` PyTorch's default), norm weights one, a
+Xavier-uniform classifier weight with PyTorch's default bias.
 """
 from __future__ import annotations
 
@@ -56,6 +59,10 @@ class VGGEncoder(nn.Module):
         """The last convolution of the backbone (in the last block, before its norm and ReLU)."""
         last_block = getattr(self, f"block{self.num_blocks}")
         return [m for m in last_block if isinstance(m, nn.Conv2d)][-1]
+
+    def init_classifier(self, linear: nn.Linear) -> None:
+        """The official classifier init: Xavier-uniform weight, PyTorch's default bias."""
+        nn.init.xavier_uniform_(linear.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.stages().values():

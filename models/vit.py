@@ -25,7 +25,9 @@ ViT-Tiny: 12 blocks, width 192, 3 heads; ViT-Small: 12 blocks, width 384, 6 head
 ViTs always use LayerNorm and a patch embedding: ``norm='gn_ws'``, ``stem='cifar'`` and
 ``width != 1`` are rejected, as are the DDU ResNet options (``spectral_norm``, ``activation``,
 ``shortcut``) away from their defaults. Hookable stages: ``block0`` .. ``block11`` (B x N x D, N tokens).
-No pretrained weights are used.
+No pretrained weights are used. Initialization is timm's (every Linear trunc_normal(0.02) with zero
+bias, LayerNorms one and zero, the patch embedding PyTorch's default), which is the official
+``_init_vit_weights``; the classifier gets the same (:meth:`ViTEncoder.init_classifier`).
 """
 from __future__ import annotations
 
@@ -76,6 +78,11 @@ class ViTEncoder(nn.Module):
 
     def stages(self) -> "OrderedDict[str, nn.Module]":
         return OrderedDict((f"block{i}", block) for i, block in enumerate(self.vit.blocks))
+
+    def init_classifier(self, linear: nn.Linear) -> None:
+        """The official ViT head init: weight trunc_normal(0.02), bias zero."""
+        nn.init.trunc_normal_(linear.weight, std=0.02, a=-2.0, b=2.0)
+        nn.init.zeros_(linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit.forward_head(self.vit.forward_features(x), pre_logits=True)

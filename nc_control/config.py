@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-PROJECTOR_TYPES = ("etf", "learnable")
+PROJECTOR_TYPES = ("etf", "learnable", "random")
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,10 @@ class NCConfig:
       Linear(hidden_mlp, output_dim)`` (no biases) whose output is L2-normalized (eps 1e-8).
       ``projector='etf'`` fixes both weights to the simplex-ETF formula (the method);
       ``projector='learnable'`` trains the same shapes from the default ``nn.Linear`` init
-      (ablation). The official recipe uses ``hidden_mlp = 4 d`` and ``output_dim = d``.
+      (ablation); ``projector='random'`` fixes them to trunc_normal(0.02) draws, never trained:
+      the projector the official ViT code actually trains with (its ETF weights are overwritten
+      by ``_init_vit_weights``; see :func:`nc_control.etf.random_projector`). The official recipe
+      uses ``hidden_mlp = 4 d`` and ``output_dim = d``.
     - ``output_dim == 0 or hidden_mlp == 0``: no projector (the baseline); the classifier reads
       the encoder embedding directly.
     - ``l2_features=True`` (only without a projector): the classifier reads the L2-normalized

@@ -60,3 +60,19 @@ def learnable_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequen
     """Same shapes as :func:`simplex_etf_projector`, trained from the default ``nn.Linear`` init."""
     return nn.Sequential(nn.Linear(in_dim, hidden_dim, bias=False), nn.ReLU(),
                          nn.Linear(hidden_dim, out_dim, bias=False))
+
+
+def random_projector(in_dim: int, hidden_dim: int, out_dim: int, std: float = 0.02) -> nn.Sequential:
+    """Same shapes as :func:`simplex_etf_projector`, both weights fixed to trunc_normal(0, std^2)
+    draws (truncated at +-2, i.e. untruncated in effect) and never trained.
+
+    This is the projector of the official NC-OOD ViTs (``vit_exp_all/etf_vision_transformer.py``):
+    the model sets the two weights to the simplex-ETF matrices with ``requires_grad=False`` and
+    then calls ``self.apply(_init_vit_weights)``, which redraws every ``nn.Linear`` weight from
+    trunc_normal(0.02) in place; the frozen flag survives, so the paper's ViT numbers come from a
+    fixed random projector. Use it to reproduce them; the ETF projector is the method as described.
+    """
+    layers = learnable_projector(in_dim, hidden_dim, out_dim)
+    for linear in (layers[0], layers[2]):
+        _freeze_to(linear, nn.init.trunc_normal_(torch.empty_like(linear.weight), std=std, a=-2.0, b=2.0))
+    return layers

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nc_control.config import NCConfig
-from nc_control.etf import learnable_projector, simplex_etf_projector
+from nc_control.etf import learnable_projector, random_projector, simplex_etf_projector
 from nc_control.normalize import l2_normalize
 
 PROJECTOR_EPS = 1e-8   # F.normalize eps after the projector in the official NC-OOD code
@@ -21,14 +21,16 @@ class ControlledNet(nn.Module):
     ``stages()``, an ordered dict of its hookable stage modules (shallow to deep).
 
     - with a projector (``nc.has_projector``): ``logits = W * normalize(P(e)) + b``, where P is
-      the fixed simplex-ETF projector (``nc.projector='etf'``) or its learnable twin;
+      the fixed simplex-ETF projector (``nc.projector='etf'``), its learnable twin, or a fixed
+      random one (``'random'``, the official ViT code's);
     - with ``nc.l2_features``: ``logits = W * normalize(e) + b``; the normalized embedding
       passes through the hookable identity ``head_input``, the penultimate feature of the
       L2-normalized ResNets of Haas, Yolland & Rabus (TMLR 2022);
     - otherwise: ``logits = W * e + b``.
 
-    The classifier weight is Xavier-uniform initialized and its bias zero (the official code
-    uses Xavier-uniform for the classifier weight).
+    The classifier is initialized as the official code initializes it for the backbone: by the
+    encoder's ``init_classifier(linear)`` when it has one (ResNet, VGG, ViT), else a Xavier-uniform
+    weight; the bias keeps ``nn.Linear``'s default U(-1/sqrt(d), 1/sqrt(d)) unless that method sets it.
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, nc: NCConfig | dict | None = None) -> None:
@@ -47,7 +49,8 @@ class ControlledNet(nn.Module):
         # Identity modules give forward hooks the pooled embedding and the normalized projection.
         self.encoder_out = nn.Identity()
         if self.nc.has_projector:
-            make = simplex_etf_projector if self.nc.projector == "etf" else learnable_projector
+            make = {"etf": simplex_etf_projector, "learnable": learnable_projector,
+                    "random": random_projector}[self.nc.projector]
             self.projector = make(embed_dim, self.nc.hidden_mlp, self.nc.output_dim)
             self.projector_out = nn.Identity()
             self.head_dim = self.nc.output_dim
@@ -57,8 +60,11 @@ class ControlledNet(nn.Module):
             self.head_dim = embed_dim
         self.head_input = nn.Identity() if self.nc.l2_features else None
         self.classifier = nn.Linear(self.head_dim, num_classes)
-        nn.init.xavier_uniform_(self.classifier.weight)
-        nn.init.zeros_(self.classifier.bias)
+        init_classifier = getattr(encoder, "init_classifier", None)
+        if callable(init_classifier):
+            init_classifier(self.classifier)
+        else:
+            nn.init.xavier_uniform_(self.classifier.weight)
 
     def forward(self, x: torch.Tensor, return_all: bool = False):
         """Logits, or with ``return_all`` the tuple (encoder embedding, L2-normalized projector

@@ -17,6 +17,7 @@ if [ "$ARCH" = vit_small ]; then LR_BASE=${LR_BASE:-4e-4}; else LR_BASE=${LR_BAS
 WD=${WD:-0.05}; NPROC=${NPROC:-4}; BS=${BS:-$((256 * NPROC))}; NUM_EPOCHS=${NUM_EPOCHS:-100}; DROP_PATH=${DROP_PATH:-0.1}
 WARMUP_EPOCHS=${WARMUP_EPOCHS:-5}; WARMUP_LR=${WARMUP_LR:-1e-6}; MIN_LR=${MIN_LR:-1e-5}; REPEATS=${REPEATS:-3}
 ENTROPY_BATCH=${ENTROPY_BATCH:-local}     # local: per process, as the official ViT under DDP | global: whole batch
+PROJECTOR=${PROJECTOR:-etf}               # etf (the method) | random: frozen trunc_normal(0.02), what the official ViT trains
 ALPHA=${ALPHA:-0}; OUTPUT_DIM=${OUTPUT_DIM:-0}; HIDDEN_MLP=${HIDDEN_MLP:-0}
 WORKERS=${WORKERS:-8}
 
@@ -25,5 +26,5 @@ launch pretrain.py --arch "$ARCH" --dataset imagenet100 --data "$DATA_DIR" --sav
     --lr "$LR_BASE" --lr_base_batch 512 --wd "$WD" --no-wd_norm_bias --epochs "$NUM_EPOCHS" -b "$BS" -j "$WORKERS" \
     --schedule cosine_timm --warmup_epochs "$WARMUP_EPOCHS" --warmup_lr "$WARMUP_LR" --min_lr "$MIN_LR" \
     --repeated_aug "$REPEATS" --entropy_batch "$ENTROPY_BATCH" \
-    --alpha "$ALPHA" --output_dim "$OUTPUT_DIM" --hidden_mlp "$HIDDEN_MLP" --augmentation \
+    --alpha "$ALPHA" --output_dim "$OUTPUT_DIM" --hidden_mlp "$HIDDEN_MLP" --projector "$PROJECTOR" --augmentation \
     --ckpt_file "${EXPT_NAME}.pth" --expt_name "$EXPT_NAME" "$@"
