@@ -19,7 +19,7 @@ from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
 from engine.features import FeatureSet, get_features
 from engine.features import resolve_layers as resolve_module_layers
-from engine.probe import ProbeResult, train_probe
+from engine.probe import PROBE_RECIPES, ProbeResult, train_probe
 from metrics.accuracy import topk_accuracy
 from models.foreign import FOREIGN_HELP, FOREIGN_OPTIONS, FOREIGN_TYPES
 from nc_control import NCConfig
@@ -27,11 +27,11 @@ from nc_control import NCConfig
 EVAL_DEFAULTS: dict = dict(
     ckpt=[], names=[], dataset="fashion_mnist:classes=0-5", data=None, image_size=32, max_per_class=None,
     layers=[], cache_dir="cache/features", batch_size=256, workers=0, device="auto", out_dir="results/eval",
-    seed=0, float16=False, precision="float32", probe_epochs=30, probe_lr=1e-3, probe_batch_size=256, probe_solver="adamw",
-    **FOREIGN_OPTIONS,
+    seed=0, float16=False, precision="float32", probe_epochs=30, probe_lr=None, probe_batch_size=None,
+    probe_solver="adamw", probe_recipe="cnn", probe_wd=None, **FOREIGN_OPTIONS,
 )
 EVAL_TYPES = {"ckpt": list[str], "names": list[str], "layers": list[str], "data": str, "max_per_class": int,
-              **FOREIGN_TYPES}
+              "probe_lr": float, "probe_batch_size": int, "probe_wd": float, **FOREIGN_TYPES}
 EVAL_HELP = {
     **FOREIGN_HELP,
     "ckpt": "checkpoint file(s) written by pretrain.py (e.g. a baseline and an NC-controlled one), or of the "
@@ -48,6 +48,12 @@ EVAL_HELP = {
     "precision": "arithmetic of the extraction forward pass: float32 (the official evaluation's) or bfloat16 "
                  "(autocast; faster on GPUs, but it floors NC1 of collapsed features); part of the cache key",
     "probe_solver": "adamw (the official probe recipe) or lbfgs (logistic regression, penalty chosen on a validation split)",
+    "probe_recipe": "the official AdamW probe recipe: cnn (lr 1e-3, weight decay 0, batch 256, W ~ N(0, 0.01^2), b = 0) "
+                    "or vit (lr 1e-2, weight decay 1e-4, batch 2048 = 512 x 4 GPUs, W ~ trunc_normal(0, 0.01^2), "
+                    "default bias, 3 repeats per sample as the official ViT probe's sampler); see engine/probe.py",
+    "probe_lr": "adamw probe learning rate (default: the recipe's)",
+    "probe_batch_size": "adamw probe batch size (default: the recipe's)",
+    "probe_wd": "adamw probe weight decay (default: the recipe's)",
 }
 
 
@@ -115,6 +121,9 @@ class Run:
 
 
 def open_runs(cfg: Namespace) -> list[Run]:
+    recipe = getattr(cfg, "probe_recipe", None)  # checked before any extraction, for the evaluators that probe
+    if recipe is not None and recipe not in PROBE_RECIPES:
+        raise UserError(f"--probe_recipe must be one of {', '.join(PROBE_RECIPES)}, got {recipe!r}")
     if not cfg.ckpt:
         raise UserError("no checkpoint given; pass --ckpt PATH [PATH ...] (files written by pretrain.py)")
     if cfg.names and len(cfg.names) != len(cfg.ckpt):
@@ -220,11 +229,11 @@ def resolve_layers(cfg: Namespace, run: Run, default: list[str] | None = None) -
 
 def probe(cfg: Namespace, train: FeatureSet, layer: str, test: FeatureSet | None = None,
           num_classes: int | None = None) -> ProbeResult:
-    """The official linear probe on ``layer`` of ``train`` (tested on ``test`` when given)."""
+    """The official linear probe (``--probe_recipe``) on ``layer`` of ``train`` (tested on ``test`` when given)."""
     return train_probe(train[layer], train.labels, num_classes or train.num_classes,
                        test_x=None if test is None else test[layer], test_y=None if test is None else test.labels,
-                       solver=cfg.probe_solver, epochs=cfg.probe_epochs, lr=cfg.probe_lr,
-                       batch_size=cfg.probe_batch_size, seed=cfg.seed)
+                       solver=cfg.probe_solver, recipe=cfg.probe_recipe, epochs=cfg.probe_epochs, lr=cfg.probe_lr,
+                       weight_decay=cfg.probe_wd, batch_size=cfg.probe_batch_size, seed=cfg.seed)
 
 
 def head_accuracy(fs: FeatureSet, layer: str, weight: torch.Tensor, bias: torch.Tensor) -> float:

@@ -1,11 +1,21 @@
-"""Linear probes on frozen features: the paper's AdamW recipe and an L-BFGS logistic regression.
+"""Linear probes on frozen features: the paper's AdamW recipes and an L-BFGS logistic regression.
 
-``solver='adamw'`` follows the NC-OOD evaluation code (``ood_gen/linear_probe.py``,
-``ood_det/linear_probe_det.py``): a linear layer ``logits = W h + b`` with W ~ N(0, 0.01^2) and
-b = 0, trained with AdamW (lr 1e-3, weight decay 0) for 30 epochs of shuffled mini-batches of
-256 on cross-entropy with label smoothing 0.1, evaluated on the test features after every epoch;
-the paper reports the best test top-1 over the epochs. The features are used as they come (no
-centring or standardization); the projector features are already L2-normalized by the model.
+``solver='adamw'`` trains a linear layer ``logits = W h + b`` with AdamW on cross-entropy with
+label smoothing 0.1 for 30 epochs at a constant lr, evaluated on the test features after every
+epoch; the paper reports the best test top-1 over the epochs. The features are used as they come
+(no centring or standardization). Two recipes (:data:`PROBE_RECIPES`), as the official evaluation
+code has two:
+
+- ``'cnn'`` (``ood_gen/linear_probe.py``, ``ood_det/linear_probe_det.py``, ``nc_eval/linear_probe_nc.py``):
+  W ~ N(0, 0.01^2), b = 0; lr 1e-3, weight decay 0; shuffled mini-batches of 256.
+- ``'vit'`` (``vit_exp_all/main_lp.py``, ``main_ood_det.py``, ``main_evalnc.py`` with the shipped
+  ``eval_*.sh``): W ~ trunc_normal(0, 0.01^2) and ``nn.Linear``'s default bias U(-1/sqrt(D), 1/sqrt(D));
+  lr 1e-2, weight decay 1e-4; one step per 2048 samples (512 per GPU on 4 GPUs, the probe wrapped in
+  DistributedDataParallel, so each step averages the four gradients); and the ViT pretraining's
+  repeated-augmentation sampler, which the probe scripts leave on: each epoch draws a permutation,
+  repeats every index 3 times in a row and keeps the first ``N // 256 * 256`` positions (timm's
+  ``RepeatAugSampler``; on 4 GPUs the four shares of a step are exactly those 2048 consecutive
+  positions). An "epoch" so covers about a third of the distinct training samples, each three times.
 
 ``solver='lbfgs'`` is multinomial logistic regression fitted to convergence, the protocol of
 Kornblith, Shlens & Le, "Do Better ImageNet Models Transfer Better?" (CVPR 2019): it minimizes
@@ -21,6 +31,7 @@ all training features with it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +44,25 @@ from engine.progress import progress
 L2_GRID = tuple(float(v) for v in np.logspace(-6, 1, 15))
 SOLVERS = ("adamw", "lbfgs")
 _EVAL_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class ProbeRecipe:
+    """An official AdamW probe recipe (see the module docstring): ``init`` is ``'normal'``
+    (W ~ N(0, 0.01^2), b = 0) or ``'trunc_normal'`` (W ~ trunc_normal(0, 0.01^2), b ~ U(+-1/sqrt(D)));
+    ``repeats`` > 1 draws each epoch's order with the repeated-augmentation sampler."""
+
+    lr: float
+    weight_decay: float
+    batch_size: int
+    init: str
+    repeats: int
+
+
+PROBE_RECIPES = {
+    "cnn": ProbeRecipe(lr=1e-3, weight_decay=0.0, batch_size=256, init="normal", repeats=1),
+    "vit": ProbeRecipe(lr=1e-2, weight_decay=1e-4, batch_size=2048, init="trunc_normal", repeats=3),
+}
 
 
 @dataclass
@@ -81,18 +111,36 @@ def _accuracy(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torc
     return hits / len(y)
 
 
+def _init_probe(num_classes: int, dim: int, init: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    if init == "trunc_normal":
+        weight = torch.nn.init.trunc_normal_(torch.empty(num_classes, dim), std=0.01, generator=gen)
+        bound = 1 / math.sqrt(dim)
+        return weight, torch.nn.init.uniform_(torch.empty(num_classes), -bound, bound, generator=gen)
+    return torch.randn(num_classes, dim, generator=gen) * 0.01, torch.zeros(num_classes)
+
+
+def _epoch_order(n: int, repeats: int, gen: torch.Generator) -> torch.Tensor:
+    """A shuffle of the n samples, or with ``repeats`` > 1 timm's repeated-augmentation order."""
+    if repeats <= 1:
+        return torch.randperm(n, generator=gen)
+    from timm.data.distributed_sampler import RepeatAugSampler
+
+    sampler = RepeatAugSampler(range(n), num_replicas=1, rank=0, shuffle=True, num_repeats=repeats)
+    sampler.set_epoch(int(torch.randint(2**62, (1,), generator=gen)))
+    return torch.tensor(list(sampler), dtype=torch.long)
+
+
 def _train_adamw(x, y, num_classes, test, *, epochs, lr, weight_decay, batch_size, label_smoothing, seed,
-                 show_progress) -> ProbeResult:
+                 show_progress, init="normal", repeats=1) -> ProbeResult:
     gen = torch.Generator().manual_seed(seed)
-    weight = (torch.randn(num_classes, x.shape[1], generator=gen) * 0.01).to(x.device).requires_grad_()
-    bias = torch.zeros(num_classes, device=x.device, requires_grad=True)
+    weight, bias = (t.to(x.device).requires_grad_() for t in _init_probe(num_classes, x.shape[1], init, gen))
     optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
     history: list[dict] = []
     for epoch in progress(range(epochs), show=show_progress, desc="probe", unit="epoch", leave=False):
-        order = torch.randperm(len(y), generator=gen).to(x.device)
+        order = _epoch_order(len(y), repeats, gen).to(x.device)
         loss_sum = torch.zeros((), device=x.device)
         correct = torch.zeros((), device=x.device, dtype=torch.long)
-        for start in range(0, len(y), batch_size):
+        for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             logits = F.linear(x[idx], weight, bias)
             loss = F.cross_entropy(logits, y[idx], label_smoothing=label_smoothing)
@@ -101,7 +149,7 @@ def _train_adamw(x, y, num_classes, test, *, epochs, lr, weight_decay, batch_siz
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(dim=1) == y[idx]).sum()
-        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / len(y), "train_acc": int(correct) / len(y)}
+        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / len(order), "train_acc": int(correct) / len(order)}
         if test is not None:
             record["test_acc"] = _accuracy(weight.detach(), bias.detach(), *test)
         history.append(record)
@@ -161,20 +209,27 @@ def _train_lbfgs(x, y, num_classes, test, *, l2_grid, val_fraction, seed, max_it
 
 def train_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, *,
                 test_x: torch.Tensor | None = None, test_y: torch.Tensor | None = None, solver: str = "adamw",
-                epochs: int = 30, lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 256,
-                label_smoothing: float = 0.1, seed: int = 0, device: str | torch.device | None = None,
+                recipe: str = "cnn", epochs: int = 30, lr: float | None = None, weight_decay: float | None = None,
+                batch_size: int | None = None, label_smoothing: float = 0.1, seed: int = 0,
+                device: str | torch.device | None = None,
                 show_progress: bool = False, l2_grid=L2_GRID, val_fraction: float = 0.2, max_iter: int = 1000,
                 tol: float = 1e-6) -> ProbeResult:
     """Train a linear probe on frozen features (see the module doc for both solvers).
 
     ``device`` None: CUDA when present, else the features' device; the features are copied there
-    in float32. ``epochs``, ``lr``, ``weight_decay``, ``batch_size`` and ``label_smoothing``
-    apply to adamw; ``l2_grid``, ``val_fraction``, ``max_iter`` (L-BFGS iterations per fit) and
+    in float32. ``recipe`` (``'cnn'`` | ``'vit'``, :data:`PROBE_RECIPES`), ``epochs``, ``lr``,
+    ``weight_decay``, ``batch_size`` (None: the recipe's) and ``label_smoothing`` apply to adamw; ``l2_grid``, ``val_fraction``, ``max_iter`` (L-BFGS iterations per fit) and
     ``tol`` (gradient tolerance) to lbfgs. ``seed`` fixes the initialization and shuffling
     (adamw) or the validation split (lbfgs).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown probe solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    if recipe not in PROBE_RECIPES:
+        raise ValueError(f"unknown probe recipe {recipe!r}; use one of {', '.join(PROBE_RECIPES)}")
+    chosen = PROBE_RECIPES[recipe]
+    lr = chosen.lr if lr is None else lr
+    weight_decay = chosen.weight_decay if weight_decay is None else weight_decay
+    batch_size = chosen.batch_size if batch_size is None else batch_size
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if (test_x is None) != (test_y is None):
@@ -194,9 +249,9 @@ def train_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, 
     if solver == "adamw":
         return _train_adamw(x, y, num_classes, test, epochs=epochs, lr=lr, weight_decay=weight_decay,
                             batch_size=batch_size, label_smoothing=label_smoothing, seed=seed,
-                            show_progress=show_progress)
+                            show_progress=show_progress, init=chosen.init, repeats=chosen.repeats)
     return _train_lbfgs(x, y, num_classes, test, l2_grid=tuple(l2_grid), val_fraction=val_fraction, seed=seed,
                         max_iter=max_iter, tol=tol, show_progress=show_progress)
 
 
-__all__ = ["L2_GRID", "ProbeResult", "probe_logits", "train_probe"]
+__all__ = ["L2_GRID", "PROBE_RECIPES", "ProbeRecipe", "ProbeResult", "probe_logits", "train_probe"]

@@ -9,6 +9,8 @@
 #               (before the L2 normalization); ViTs projector (after it, as its ViT code returns it)
 #   CIFAR_STATS ",stats=own" for CNNs (CIFAR-100 normalized with its own statistics, as the official
 #               CNN evaluation); empty for ViTs (ImageNet statistics, as its ViT code)
+#   PROBE_RECIPE the official linear probe (engine/probe.py): CNNs cnn (AdamW lr 1e-3, batch 256); ViTs vit
+#               (AdamW lr 1e-2, weight decay 1e-4, batch 2048, 3 repeats per sample, as its ViT code)
 # Requires ARCH and EXPT_NAME; sets CKPT unless given.
 CKPT_WHICH=${CKPT_WHICH:-best}
 case "$CKPT_WHICH" in
@@ -18,6 +20,8 @@ case "$CKPT_WHICH" in
 esac
 PRECISION=${PRECISION:-float32}
 case "$ARCH" in
-    vit_*) ENC_LAYER=${ENC_LAYER:-encoder}; PROJ_RAW=${PROJ_RAW:-projector}; CIFAR_STATS=${CIFAR_STATS-} ;;
-    *) ENC_LAYER=${ENC_LAYER:-last_conv}; PROJ_RAW=${PROJ_RAW:-projector_raw}; CIFAR_STATS=${CIFAR_STATS-,stats=own} ;;
+    vit_*) ENC_LAYER=${ENC_LAYER:-encoder}; PROJ_RAW=${PROJ_RAW:-projector}; CIFAR_STATS=${CIFAR_STATS-}
+           PROBE_RECIPE=${PROBE_RECIPE:-vit} ;;
+    *) ENC_LAYER=${ENC_LAYER:-last_conv}; PROJ_RAW=${PROJ_RAW:-projector_raw}; CIFAR_STATS=${CIFAR_STATS-,stats=own}
+       PROBE_RECIPE=${PROBE_RECIPE:-cnn} ;;
 esac

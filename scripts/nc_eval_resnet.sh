@@ -21,5 +21,5 @@ PROBE_FEATURES=()
 if [ "$PROJ_RAW" = projector_raw ] && [ "$PROBE" = --probe ]; then PROBE_FEATURES=(--probe_features projector_raw=projector); fi
 
 launch eval_nc.py --ckpt "$CKPT" --names "$EXPT_NAME" --dataset imagenet100 --data "$DATA_DIR" \
-    --image_size "$INPUT_SIZE" --splits $SPLITS $PROBE --probe_epochs "$PROBE_EPOCHS" ${PROBE_FEATURES[@]+"${PROBE_FEATURES[@]}"} \
+    --image_size "$INPUT_SIZE" --splits $SPLITS $PROBE --probe_epochs "$PROBE_EPOCHS" --probe_recipe "$PROBE_RECIPE" ${PROBE_FEATURES[@]+"${PROBE_FEATURES[@]}"} \
     --layers $LAYERS --precision "$PRECISION" --out_dir "$OUT_DIR" --workers 8 "$@"

@@ -29,4 +29,4 @@ launch eval_ood.py --ckpt "$CKPT" --names "$EXPT_NAME" --dataset imagenet100 --d
           "cifar100:root=$CIFAR100_DIR$CIFAR_STATS" "flowers102:root=$FLOWERS_DIR" "cub200=imagefolder:root=$CUB_DIR" \
           "aircraft:root=$AIRCRAFT_DIR" "pets:root=$PETS_DIR" "stl10:root=$STL10_DIR" \
     --ood_splits flowers102=val --precision "$PRECISION" \
-    --image_size "$INPUT_SIZE" --layers $LAYERS --scorers $SCORERS --out_dir "$OUT_DIR" --workers 8 "$@"
+    --image_size "$INPUT_SIZE" --layers $LAYERS --scorers $SCORERS --probe_recipe "$PROBE_RECIPE" --out_dir "$OUT_DIR" --workers 8 "$@"

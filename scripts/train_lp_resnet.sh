@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # OOD generalization: a linear probe on the official hook points of a pretrained network for each of
-# the paper's eight downstream datasets at 224 px (official probe: AdamW lr 1e-3, 30 epochs, batch 256;
-# the best test top-1 over the epochs is reported), with the official protocol (scripts/_protocol.sh):
+# the paper's eight downstream datasets at 224 px (official probe, PROBE_RECIPE: CNNs AdamW lr 1e-3,
+# 30 epochs, batch 256; ViTs their own recipe; the best test top-1 over the epochs is reported), with the official protocol (scripts/_protocol.sh):
 # the best checkpoint, float32 features, CNNs at last_conv and the projector before its L2
 # normalization. Features are cached, so a rerun only probes.
 # Edit the variables (or set them in the environment); the _nc, VGG and ViT scripts reuse this script.
@@ -27,7 +27,7 @@ PETS_DIR=${PETS_DIR:-/data/datasets/oxford-iiit-pet}             # images/ and a
 STL10_DIR=${STL10_DIR:-/data/datasets/stl10}                     # holds stl10_binary/
 
 INPUT_SIZE=${INPUT_SIZE:-224}
-PROBE_EPOCHS=${PROBE_EPOCHS:-30}; PROBE_LR=${PROBE_LR:-0.001}; PROBE_BS=${PROBE_BS:-256}
+PROBE_EPOCHS=${PROBE_EPOCHS:-30}; PROBE_LR=${PROBE_LR:-}; PROBE_BS=${PROBE_BS:-}   # empty: PROBE_RECIPE's
 SOLVER=${SOLVER:-adamw}                   # adamw (the official probe) | lbfgs (Kornblith et al. 2019)
 BS=${BS:-256}; WORKERS=${WORKERS:-8}      # feature extraction
 NPROC=1                                   # one process: extraction and probes do not use torchrun
@@ -46,5 +46,6 @@ launch train_lp.py --ckpt "$CKPT" --names "$EXPT_NAME" --image_size "$INPUT_SIZE
                "pets=pets:root=$PETS_DIR" \
                "stl10=stl10:root=$STL10_DIR" \
     --test_splits flowers102=val --layers $LAYERS --precision "$PRECISION" \
-    --probe_solver "$SOLVER" --probe_epochs "$PROBE_EPOCHS" --probe_lr "$PROBE_LR" --probe_batch_size "$PROBE_BS" \
+    --probe_solver "$SOLVER" --probe_recipe "$PROBE_RECIPE" --probe_epochs "$PROBE_EPOCHS" \
+    --probe_lr "$PROBE_LR" --probe_batch_size "$PROBE_BS" \
     --batch_size "$BS" --workers "$WORKERS" --cache_dir "$CACHE_DIR" --out_dir "$OUT_DIR" "$@"

@@ -111,3 +111,89 @@ def test_probe_rejects_bad_inputs_with_one_line(args, kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         train_probe(*args, device="cpu", **kwargs)
     assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- the ViT probe recipe
+
+def test_cnn_recipe_is_the_default_and_explicit_values_override_a_recipe(separable):
+    train_x, train_y, test_x, test_y = separable
+    kwargs = dict(test_x=test_x, test_y=test_y, epochs=3, seed=0, device="cpu")
+    default = train_probe(train_x, train_y, 5, **kwargs)
+    explicit = train_probe(train_x, train_y, 5, recipe="cnn", lr=1e-3, weight_decay=0.0, batch_size=256, **kwargs)
+    assert torch.equal(default.weight, explicit.weight) and default.history == explicit.history
+    overridden = train_probe(train_x, train_y, 5, recipe="vit", lr=1e-3, weight_decay=0.0, batch_size=256, **kwargs)
+    assert not torch.equal(overridden.weight, default.weight)  # same numbers, the ViT init and sampler
+    with pytest.raises(ValueError, match="unknown probe recipe"):
+        train_probe(train_x, train_y, 5, recipe="deit")
+
+
+def test_vit_recipe_starts_from_the_official_vit_probe_initialization():
+    x, y = gaussian_clusters(400, seed=0, classes=4, dim=64)
+    res = train_probe(x, y, 4, recipe="vit", lr=0.0, epochs=1, device="cpu")
+    assert res.weight.std().item() == pytest.approx(0.01, rel=0.1) and res.weight.abs().max() < 0.05
+    bound = 1 / 64 ** 0.5  # nn.Linear's default bias: U(-1/sqrt(D), 1/sqrt(D))
+    assert res.bias.abs().max() <= bound and res.bias.abs().max() > bound / 4
+
+
+def test_vit_recipe_draws_each_sample_three_times_per_epoch_in_2048_sample_steps():
+    x, y = gaussian_clusters(130, seed=0)  # 650 samples -> 650 // 256 * 256 = 512 positions per epoch
+    res = train_probe(x, y, 5, recipe="vit", epochs=2, device="cpu")
+    assert all(r["train_acc"] * 512 == pytest.approx(round(r["train_acc"] * 512)) for r in res.history)
+    from engine.probe import _epoch_order
+
+    order = _epoch_order(650, 3, torch.Generator().manual_seed(0)).tolist()
+    assert len(order) == 512 and all(order[i] == order[i + 1] == order[i + 2] for i in range(0, 510, 3))
+    assert len(_epoch_order(100, 3, torch.Generator().manual_seed(0))) == 100  # under 256 samples: one pass
+    # the official 4-GPU probe: rank r's k-th batch of 512 = every 4th position from r in the shared list,
+    # so the four batches of a step are the 2048 consecutive positions one process takes
+    from timm.data.distributed_sampler import RepeatAugSampler
+
+    n = 5000
+    ranks = []
+    for r in range(4):
+        sampler = RepeatAugSampler(range(n), num_replicas=4, rank=r, num_repeats=3)
+        sampler.set_epoch(7)
+        ranks.append(list(sampler))
+    single = RepeatAugSampler(range(n), num_replicas=1, rank=0, num_repeats=3)
+    single.set_epoch(7)
+    single = list(single)
+    assert len(single) == sum(len(r) for r in ranks) == 4864
+    for k in range(0, len(ranks[0]), 512):
+        step = sorted(i for r in ranks for i in r[k:k + 512])
+        assert step == sorted(single[4 * k:4 * k + 2048])
+
+
+@pytest.mark.parametrize("script, recipe", [("train_lp_vit.sh", "vit"), ("ood_det_vit_nc.sh", "vit"),
+                                            ("nc_eval_vit.sh", "vit"), ("train_lp_resnet_nc.sh", "cnn"),
+                                            ("ood_det_vgg.sh", "cnn"), ("nc_eval_resnet.sh", "cnn")])
+def test_paper_scripts_probe_with_their_architectures_recipe(script, recipe):
+    import os
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from engine.config import parse_config
+    from engine.nc_eval import NC_DEFAULTS, NC_TYPES
+    from engine.ood_eval import OOD_DEFAULTS, OOD_TYPES
+    from engine.transfer import TRANSFER_DEFAULTS, TRANSFER_TYPES
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROBE") and k not in ("ARCH", "EXPT_NAME")}
+    out = subprocess.run(["bash", str(root / "scripts" / script)], env={**env, "DRY_RUN": "1"}, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    cmd = shlex.split(out)
+    entry = next(i for i, a in enumerate(cmd) if a.endswith(".py"))
+    defaults, types = {"train_lp.py": (TRANSFER_DEFAULTS, TRANSFER_TYPES), "eval_ood.py": (OOD_DEFAULTS, OOD_TYPES),
+                       "eval_nc.py": (NC_DEFAULTS, NC_TYPES)}[Path(cmd[entry]).name]
+    cfg = parse_config(defaults, cmd[entry + 1:], types=types)
+    assert cfg.probe_recipe == recipe and (cfg.probe_lr, cfg.probe_batch_size, cfg.probe_wd) == (None, None, None)
+
+
+def test_unknown_probe_recipe_is_a_clear_error_before_any_extraction(tiny_ckpts):
+    from argparse import Namespace
+
+    from engine.errors import UserError
+    from engine.evaluation import open_runs
+
+    with pytest.raises(UserError, match="--probe_recipe must be one of cnn, vit"):
+        open_runs(Namespace(ckpt=[str(tiny_ckpts["base"])], names=[], probe_recipe="deit"))
