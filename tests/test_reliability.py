@@ -334,14 +334,28 @@ def test_resume_with_more_epochs_continues_on_the_longer_schedule_and_records_it
     assert ckpt["epoch"] == 3 and ckpt["resumes"] == [resumed[2]["resumed"]]
 
 
+def test_resume_with_more_epochs_continues_timms_schedule_too(tmp_path):
+    import pretrain
+
+    timm = ["--schedule", "cosine_timm", "--min_lr", "1e-4", "--warmup_lr", "1e-5"]
+    pretrain.main(TINY + timm + ["--epochs", "4", "--save_dir", str(tmp_path / "full")])
+    pretrain.main(TINY + timm + ["--epochs", "2", "--save_dir", str(tmp_path / "short")])
+    pretrain.main(TINY + timm + ["--epochs", "4", "--save_dir", str(tmp_path / "short"),
+                                 "--resume", str(tmp_path / "short" / "model.pth")])
+    full, resumed = log_epochs(tmp_path / "full"), log_epochs(tmp_path / "short")
+    # epochs 3 and 4 run at the 4-epoch schedule's rates (the 2-epoch one would give min_lr)
+    assert [r["lr"] for r in resumed[2:]] == pytest.approx([r["lr"] for r in full[2:]])
+    assert resumed[3]["lr"] > 1e-4 * 1.5
+
+
 def test_non_finite_weights_are_never_written_and_the_last_good_checkpoint_stays(capsys, tmp_path):
     import torch
 
     from engine.checkpoint import load_checkpoint
 
-    # lr 3e8: epoch 1 (one step) ends finite, epoch 2's forward pass overflows BatchNorm's running_var
+    # lr 3e8, one batch of all 60 images per epoch: epoch 1 (one step) ends finite, epoch 2's forward pass overflows BatchNorm's running_var
     # while its loss (on batch statistics) stays finite
-    line = pretrain_error(capsys, TINY + ["--epochs", "2", "--warmup_epochs", "0", "--lr", "3e8",
+    line = pretrain_error(capsys, TINY + ["--epochs", "2", "--warmup_epochs", "0", "--lr", "3e8", "-b", "60",
                                           "--save_dir", str(tmp_path)])
     assert "epoch 2 left non-finite values in encoder." in line and "running_var" in line
     assert f"{tmp_path / 'model.pth'} keeps the last good epoch" in line
