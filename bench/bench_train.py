@@ -46,8 +46,8 @@ from engine.trainer import (PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES,
 
 TARGET = 1.15
 # scripts/demo.sh's pretraining flags (its defaults; tests/test_bench.py keeps the two in step)
-DEMO_FLAGS = ["--config", str(ROOT / "configs" / "embedded_cpu.yaml"), "--seed", "0", "--epochs", "8",
-              "--image_size", "32", "--max_per_class", "500"]
+DEMO_FLAGS = ["--config", str(ROOT / "configs" / "embedded_cpu.yaml"), "--seed", "0", "--epochs", "20",
+              "--image_size", "32", "--max_per_class", "250"]
 DEMO_NC_FLAGS = ["--alpha", "0.05", "--output_dim", "128", "--hidden_mlp", "512"]
 SMOKE_FLAGS = ["--max_per_class", "24", "--image_size", "16", "--width", "0.125", "-b", "32"]
 

@@ -4,12 +4,13 @@
 # where the baseline reaches its terminal phase (clean training top-1 plateau, encoder NC1
 # flattening), whether each claim shows (paired difference and 95% CI), and what each length costs.
 #   bash scripts/sweep_embedded.sh                           # -> results/sweep/sweep.{json,csv,md}, sweep.png
+#   JOBS=2 bash scripts/sweep_embedded.sh                    # as docs/REPRODUCTION.md ran it (about 45 minutes)
 #   LENGTHS="8 16" SEEDS="0" bash scripts/sweep_embedded.sh   # any variable of scripts/demo.sh can be set
 #   JOBS=3 bash scripts/sweep_embedded.sh                     # the seeds of a length at once, one thread each
 # The table covers every length under BASE (epochs<L>/), so a later run with other LENGTHS extends it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LENGTHS=${LENGTHS:-"8 16 32 48"}
+LENGTHS=${LENGTHS:-"10 20 30"}
 export SEEDS=${SEEDS:-"0 1 2"}
 export ARMS=${ARMS:-"baseline ours"}
 BASE=${BASE:-results/sweep}
