@@ -37,7 +37,7 @@ from torch.utils.data import ConcatDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_train import describe_device, load_average  # noqa: E402
+from bench_train import bare_step, describe_device, load_average, synchronize  # noqa: E402
 from engine import distributed as D  # noqa: E402
 from engine.config import parse_config  # noqa: E402
 from engine.trainer import (PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES, _loaders, build_loss_fn,  # noqa: E402
@@ -114,16 +114,10 @@ def measure_steps(arch: str, args, info: D.DistInfo, table: Table, name: str) ->
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
 
     def bare(net=model):
-        with torch.autocast(**amp):
-            out = net(x, return_all=True)
-        loss, _, _ = loss_fn(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        bare_step(net, x, y, loss_fn, optimizer, amp)
 
     def ours_epoch(steps):
         train_one_epoch(model, [(host, labels)] * steps, optimizer, loss_fn, device, channels_last=channels_last,

@@ -52,6 +52,22 @@ DEMO_NC_FLAGS = ["--alpha", "0.05", "--output_dim", "128", "--hidden_mlp", "512"
 SMOKE_FLAGS = ["--max_per_class", "24", "--image_size", "16", "--width", "0.125", "-b", "32"]
 
 
+def bare_step(net, x, y, loss_fn, optimizer, amp: dict) -> None:
+    """One training step with nothing around it: autocast forward, loss, backward, optimizer step."""
+    with torch.autocast(**amp):
+        out = net(x, return_all=True)
+    loss, _, _ = loss_fn(out, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA), so a timer reads finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def cpu_model() -> str:
     """``lscpu``'s model name (else the platform's processor string)."""
     try:
@@ -108,20 +124,14 @@ def main(argv=None) -> None:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
 
     def bare(net=model, key="bare") -> None:
         start = time.perf_counter()
         model.train()
         for x, y in train_batches:
             x, y = x.to(device).contiguous(memory_format=memory_format), y.to(device)
-            with torch.autocast(**amp):
-                out = net(x, return_all=True)
-            loss, _, _ = loss_fn(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            bare_step(net, x, y, loss_fn, optimizer, amp)
         sync()
         mid = time.perf_counter()
         model.eval()
