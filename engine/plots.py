@@ -23,15 +23,29 @@ def _save(fig, path: str | Path) -> Path:
     return out
 
 
+def _panel_grid(n: int, max_cols: int = 3, width: float = 4.6):
+    """A figure with a grid of at least ``n`` panels, up to ``max_cols`` per row."""
+    ncols = min(max_cols, n) or 1
+    nrows = -(-n // ncols) or 1
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, 3.4 * nrows), squeeze=False)
+
+
+def _finish_grid(fig, axes, used: int, path: str | Path, title: str = "", **suptitle) -> Path:
+    """Hide the grid's panels after the first ``used``, add the title, save the figure."""
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, **suptitle)
+    return _save(fig, path)
+
+
 def metrics_vs_depth(series: Mapping[str, Sequence[dict]], metrics: Sequence[str], path: str | Path,
                      title: str = "", log_metrics: Sequence[str] = ()) -> Path:
     """One panel per metric; one line per model, x = layer depth (a row's ``depth``, else its
     position). ``series[model]`` is a list of rows with a ``layer`` key and the metric keys; all
     panels share the x axis, labelled with the layer names."""
     metrics = [m for m in metrics if any(m in r and r[m] is not None for rows in series.values() for r in rows)]
-    ncols = min(3, len(metrics)) or 1
-    nrows = -(-len(metrics) // ncols) or 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = _panel_grid(len(metrics))
     ticks: dict[int, str] = {}
     for rows in series.values():
         for i, r in enumerate(rows):
@@ -47,21 +61,14 @@ def metrics_vs_depth(series: Mapping[str, Sequence[dict]], metrics: Sequence[str
             ax.set_yscale("log")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _finish_grid(fig, axes, len(metrics), path, title)
 
 
 def score_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]], path: str | Path,
                      xlabel: str = "score (higher = more in-distribution)") -> Path:
     """One panel per key: ``(id_scores, {ood_name: ood_scores})`` as overlaid density histograms."""
-    n = len(panels)
-    ncols = min(2, n) or 1
-    nrows = -(-n // ncols) or 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = _panel_grid(len(panels), max_cols=2, width=5.5)
     for ax, (title, (id_scores, ood)) in zip(axes.flat, panels.items()):
         everything = np.concatenate([np.asarray(id_scores)] + [np.asarray(v) for v in ood.values()])
         lo, hi = float(np.min(everything)), float(np.max(everything))
@@ -72,9 +79,7 @@ def score_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndar
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    return _save(fig, path)
+    return _finish_grid(fig, axes, len(panels), path)
 
 
 def scatter_with_pearson(points: Mapping[str, Sequence[tuple[float, float, str]]], path: str | Path,
@@ -126,9 +131,7 @@ def curves_over_training(series: Mapping[str, Sequence[Sequence[dict]]], panels:
     no model logged are left out."""
     drawn = [(t, keys, log) for t, keys, log in panels
              if any(_band(runs, key) is not None for runs in series.values() for key, _ in keys)]
-    ncols = min(3, len(drawn)) or 1
-    nrows = -(-len(drawn) // ncols) or 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = _panel_grid(len(drawn))
     for ax, (panel_title, keys, log_y) in zip(axes.flat, drawn):
         for i, (model, runs) in enumerate(series.items()):
             color = ARM_COLORS.get(model, f"C{4 + i}")
@@ -147,19 +150,13 @@ def curves_over_training(series: Mapping[str, Sequence[Sequence[dict]]], panels:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(drawn):]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return _finish_grid(fig, axes, len(drawn), path, title, fontsize=10)
 
 
 def errorbar_panels(panels: Sequence[dict], path: str | Path, title: str = "", xlabel: str = "") -> Path:
     """One panel per dict ``{"title", "series": [(label, xs, ys, lows, highs), ...], "log_y": bool,
     "zero_line": bool}``: lines with error bars from ``lows`` to ``highs`` (None = no bar at that point)."""
-    ncols = min(3, len(panels)) or 1
-    nrows = -(-len(panels) // ncols) or 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = _panel_grid(len(panels))
     for ax, panel in zip(axes.flat, panels):
         for label, xs, ys, lows, highs in panel["series"]:
             ys = np.asarray(ys, dtype=float)
@@ -174,8 +171,4 @@ def errorbar_panels(panels: Sequence[dict], path: str | Path, title: str = "", x
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return _finish_grid(fig, axes, len(panels), path, title, fontsize=10)
