@@ -9,11 +9,11 @@ The architecture and the projector are inferred from the tensors' shapes; ``--ar
 ``--image_size`` sets the image size of a ViT whose file does not record it (the official ViTs;
 default 224). The evaluators read such files directly; converting is only needed to train on.
 """
-from engine.checkpoint import convert_checkpoint
-from engine.config import parse_config
-from engine.errors import UserError, cli_main
-from engine.trainer import model_flags
+from core.checkpoint import convert_checkpoint
+from core.config import parse_config
+from core.errors import UserError, cli_main
 from models.foreign import FOREIGN_HELP, FOREIGN_OPTIONS, FOREIGN_TYPES
+from train.options import model_flags
 
 CONVERT_DEFAULTS = {"ckpt": None, "out": None, "image_size": None, **FOREIGN_OPTIONS}
 CONVERT_TYPES = {"ckpt": str, "out": str, "image_size": int, **FOREIGN_TYPES}

@@ -3,21 +3,13 @@
     python eval_ood.py --ckpt runs/base/model.pth runs/nc/model.pth --names baseline ours \
         --dataset fashion_mnist:classes=0-5 --ood near=fashion_mnist:classes=6-9 animal_mnist digits textures
 
-Every key of ``engine.ood_eval.OOD_DEFAULTS`` is a flag; ``--config`` YAML files set defaults.
 Scores: higher = more in-distribution. FPR95 = OOD accepted when 95% of ID is kept (the paper's).
+The flags: ``evaluate.ood.OOD_DEFAULTS`` (``--help``), defaults from a ``--config`` YAML file.
 """
-from engine.config import parse_config
-from engine.errors import cli_main
-from engine.ood_eval import OOD_DEFAULTS, OOD_HELP, OOD_TYPES, evaluate_ood, report_ood
+from core.config import command
+from evaluate.ood import OOD_OPTIONS, run_ood
 
-
-@cli_main
-def main(argv=None) -> list[dict]:
-    cfg = parse_config(OOD_DEFAULTS, argv, description=__doc__, types=OOD_TYPES, helps=OOD_HELP)
-    rows, scores = evaluate_ood(cfg)
-    report_ood(cfg, rows, scores)
-    return rows
-
+main = command(OOD_OPTIONS, run_ood, __doc__)
 
 if __name__ == "__main__":
     main()

@@ -1,21 +1,16 @@
 """Pretrain a backbone with or without neural-collapse control.
 
     python pretrain.py --config configs/embedded_cpu.yaml --alpha 0.05 --output_dim 128 --hidden_mlp 512
-    torchrun --nproc_per_node=4 pretrain.py --data /data/ImageNet-100 --arch resnet18 ...
+    torchrun --nproc_per_node=4 pretrain.py --config configs/paper/resnet18_nc.yaml --data /data/ImageNet-100
+    python pretrain.py --config configs/paper/vit_small_nc.yaml --print_config
 
-Every key of ``engine.trainer.PRETRAIN_DEFAULTS`` is a flag; ``--config`` YAML files set defaults.
+Every key of ``train.options.PRETRAIN_DEFAULTS`` is a flag; a ``--config`` YAML file sets defaults.
 """
-from engine.config import parse_config
-from engine.errors import cli_main
-from engine.trainer import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_HELP, PRETRAIN_TYPES, train
+from core.config import command
+from train.loop import train
+from train.options import PRETRAIN_OPTIONS
 
-
-@cli_main
-def main(argv=None) -> dict:
-    cfg = parse_config(PRETRAIN_DEFAULTS, argv, description=__doc__, aliases=PRETRAIN_ALIASES,
-                       types=PRETRAIN_TYPES, helps=PRETRAIN_HELP)
-    return train(cfg)
-
+main = command(PRETRAIN_OPTIONS, train, __doc__)
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """Summarize one results folder as the paper's Table 1 and Figure 1 (with the four claims on that
 seed and the curves of training), check the claims and the 2 x 2 ablation over several seeds'
 folders, or tabulate min / max / mean AUROC over seeds of eval_ood.py results (Haas et al.,
-TMLR 2022, Tables 4 and 5); see engine/summary.py and engine/claims.py.
+TMLR 2022, Tables 4 and 5); see study/summary.py and study/claims.py.
 
     python summarize.py --results results/demo --runs runs/demo
     python summarize.py --seeds results/seed0 results/seed1 results/seed2 --out_dir results/claims
@@ -10,9 +10,9 @@ TMLR 2022, Tables 4 and 5); see engine/summary.py and engine/claims.py.
 """
 import argparse
 
-from engine.errors import cli_main
-from engine.summary import summarize, summarize_ood_seeds, summarize_seeds
-from engine.sweep import summarize_sweep
+from core.errors import cli_main
+from study.summary import summarize, summarize_ood_seeds, summarize_seeds
+from study.sweep import summarize_sweep
 
 
 @cli_main

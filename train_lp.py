@@ -3,20 +3,12 @@
     python train_lp.py --ckpt runs/base/model.pth runs/nc/model.pth --names baseline ours \
         --transfer heldout=fashion_mnist:classes=6-9 animal_mnist digits --out_dir results/lp
 
-Every key of ``engine.transfer.TRANSFER_DEFAULTS`` is a flag; ``--config`` YAML files set defaults.
+Flags: each key of ``evaluate.transfer.TRANSFER_DEFAULTS``; ``--config`` reads defaults from YAML.
 """
-from engine.config import parse_config
-from engine.errors import cli_main
-from engine.transfer import TRANSFER_DEFAULTS, TRANSFER_HELP, TRANSFER_TYPES, evaluate_transfer, report_transfer
+from core.config import command
+from evaluate.transfer import TRANSFER_OPTIONS, run_transfer
 
-
-@cli_main
-def main(argv=None) -> list[dict]:
-    cfg = parse_config(TRANSFER_DEFAULTS, argv, description=__doc__, types=TRANSFER_TYPES, helps=TRANSFER_HELP)
-    rows = evaluate_transfer(cfg)
-    report_transfer(cfg, rows)
-    return rows
-
+main = command(TRANSFER_OPTIONS, run_transfer, __doc__)
 
 if __name__ == "__main__":
     main()

@@ -18,11 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import build_dataset, parse_spec  # noqa: E402
-from engine.checkpoint import save_checkpoint  # noqa: E402
-from engine.config import parse_config  # noqa: E402
-from engine.nc_eval import NC_DEFAULTS, NC_TYPES, evaluate_nc  # noqa: E402
-from engine.ood_eval import OOD_DEFAULTS, OOD_TYPES, evaluate_ood  # noqa: E402
-from engine.transfer import TRANSFER_DEFAULTS, TRANSFER_TYPES, evaluate_transfer  # noqa: E402
+from core.checkpoint import save_checkpoint  # noqa: E402
+from core.config import parse_config  # noqa: E402
+from evaluate.nc import NC_DEFAULTS, NC_TYPES, evaluate_nc  # noqa: E402
+from evaluate.ood import OOD_DEFAULTS, OOD_TYPES, evaluate_ood  # noqa: E402
+from evaluate.transfer import TRANSFER_DEFAULTS, TRANSFER_TYPES, evaluate_transfer  # noqa: E402
 from models import build_model  # noqa: E402
 
 TARGET = 1.3

@@ -1,15 +1,15 @@
 """The GPU path, measured in one run: our training step against a bare one, and how many loader
 workers keep it fed.
 
-For ResNet-18 and ViT-T at 224 px, batch 256 (the NC-controlled models of scripts/pretrain_*_nc.sh;
+For ResNet-18 and ViT-T at 224 px, batch 256 (the NC-controlled recipes of configs/paper/*_nc.yaml;
 bf16 autocast on CUDA, channels_last for the CNN, as pretrain.py runs them):
 
 - bare step: forward, loss, backward and AdamW step on a batch already on the device;
-- our step: ``engine.trainer.train_one_epoch`` on batches as the DataLoader hands them over
+- our step: ``train.loop.train_one_epoch`` on batches as the DataLoader hands them over
   (pinned host memory on CUDA), so the host-to-device copy counts; that copy alone is a line too;
 - with ``--compile``: the bare step of ``torch.compile(model)`` (compile time shown apart);
 - the ImageFolder pipeline (``pretrain.py``'s dataset, training transform and DataLoader from
-  ``engine.trainer._loaders``) on JPEG files this script writes into a temporary folder, in
+  ``train.run.make_loaders``) on JPEG files this script writes into a temporary folder, in
   images per second at 1, 2, 4, ... workers, against the steps' img/s. Files are read back from
   the page cache, so the figure is the decode + augmentation rate, not the disk's.
 
@@ -37,20 +37,17 @@ from torch.utils.data import ConcatDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_train import bare_step, describe_device, load_average, synchronize  # noqa: E402
-from engine import distributed as D  # noqa: E402
-from engine.config import parse_config  # noqa: E402
-from engine.trainer import (PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES, _loaders, build_loss_fn,  # noqa: E402
-                            build_optimizer, build_pretrain_data, build_pretrain_model, train_one_epoch)
+from common import bare_step, describe_device, load_average, synchronize  # noqa: E402
+from core import distributed as D  # noqa: E402
+from core.config import parse_config  # noqa: E402
+from train.loop import train_one_epoch  # noqa: E402
+from train.options import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES  # noqa: E402
+from train.recipes import build_optimizer  # noqa: E402
+from train.run import build_pretrain_data, build_pretrain_model, loss_function, make_loaders, uses_channels_last  # noqa: E402
 
 TARGET = 0.9
-# the NC-controlled recipes of scripts/pretrain_resnet_nc.sh and scripts/pretrain_vit_nc.sh
-MODELS = {
-    "resnet18": ["--arch", "resnet18", "--stem", "imagenet", "--norm", "gn_ws", "--alpha", "0.05",
-                 "--output_dim", "512", "--hidden_mlp", "2048", "--lr", "0.01"],
-    "vit_tiny": ["--arch", "vit_tiny", "--patch_size", "16", "--drop_path", "0.1", "--alpha", "0.05",
-                 "--output_dim", "192", "--hidden_mlp", "768", "--lr", "8e-4"],
-}
+# the NC-controlled recipes of the paper (configs/paper/<arch>_nc.yaml), on 10 classes of JPEG files
+MODELS = {arch: str(ROOT / "configs" / "paper" / f"{arch}_nc.yaml") for arch in ("resnet18", "vit_tiny")}
 NUM_CLASSES = 10
 
 
@@ -71,7 +68,7 @@ def write_jpegs(folder: Path, per_class: int, size: tuple[int, int], seed: int =
 
 
 def config(arch: str, args, **extra) -> argparse.Namespace:
-    flags = MODELS[arch] + ["--image_size", str(args.image_size), "-b", str(args.batch), "--num_classes",
+    flags = ["--config", MODELS[arch], "--image_size", str(args.image_size), "-b", str(args.batch), "--num_classes",
                             str(NUM_CLASSES), "--device", args.device, "--dataset", "imagefolder", "--augmentation"]
     for key, value in extra.items():
         flags += [f"--{key}", str(value)]
@@ -101,11 +98,11 @@ def measure_steps(arch: str, args, info: D.DistInfo, table: Table, name: str) ->
     device = info.device
     torch.manual_seed(0)
     model = build_pretrain_model(cfg)
-    channels_last = device.type == "cuda" and not arch.startswith("vit")
+    channels_last = uses_channels_last(cfg, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(model, cfg)
-    loss_fn = build_loss_fn(cfg, model)
+    loss_fn = loss_function(cfg, model)
     shape = (args.batch, 3, args.image_size, args.image_size)
     host = torch.randn(shape, pin_memory=device.type == "cuda")
     labels = torch.randint(0, NUM_CLASSES, (args.batch,))
@@ -162,7 +159,7 @@ def measure_loader(args, info: D.DistInfo, folder: Path, workers: int, table: Ta
     train_set, val_set = build_pretrain_data(cfg)
     batches = workers + max(8, 2 * workers) if not args.tiny else workers + 2
     repeats = -(-batches * args.batch // len(train_set))
-    loader, _ = _loaders(cfg, ConcatDataset([train_set] * repeats), val_set, info, 0)
+    loader, _ = make_loaders(cfg, ConcatDataset([train_set] * repeats), val_set, info, 0)
     iterator = iter(loader)
     for _ in range(workers):  # every worker's first batch: start-up, not throughput
         next(iterator)

@@ -5,7 +5,7 @@ Per round (rounds alternate, so load from other processes hits every side alike;
 - bare: the demo's model, optimizer and loss stepped over the epoch's batches already in memory
   (real Fashion-MNIST images, transformed once beforehand), then a no-grad forward over the
   validation batches, likewise in memory. This is the compute a training epoch cannot avoid.
-- step: ``engine.trainer.train_one_epoch`` over the same in-memory batches (device moves,
+- step: ``train.loop.train_one_epoch`` over the same in-memory batches (device moves,
   autocast context, loss sums, non-finite check, progress bar).
 - epoch: ``pretrain.main`` with the demo's flags for one epoch, into a fresh folder: config,
   dataset and transforms, DataLoader, ``train_one_epoch``, validation, both checkpoints, the
@@ -24,10 +24,7 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,12 +34,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 import pretrain  # noqa: E402
-from engine import distributed as D  # noqa: E402
-from engine.config import parse_config  # noqa: E402
-from engine.trainer import (PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES, _loaders, build_loss_fn,  # noqa: E402
-                            build_optimizer, build_pretrain_data, build_pretrain_model, epoch_seed, seed_everything,
-                            train_one_epoch)
+from core import distributed as D  # noqa: E402
+from core.config import parse_config  # noqa: E402
+from train.loop import train_one_epoch  # noqa: E402
+from train.options import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES  # noqa: E402
+from train.recipes import build_optimizer  # noqa: E402
+from common import bare_step, describe_device, load_average, synchronize  # noqa: E402
+from train.run import (build_pretrain_data, build_pretrain_model, loss_function, make_loaders,  # noqa: E402
+                       seed_everything, uses_channels_last)
 
 TARGET = 1.15
 # scripts/demo.sh's pretraining flags (its defaults; tests/test_bench.py keeps the two in step)
@@ -52,48 +53,7 @@ DEMO_NC_FLAGS = ["--alpha", "0.05", "--output_dim", "128", "--hidden_mlp", "512"
 SMOKE_FLAGS = ["--max_per_class", "24", "--image_size", "16", "--width", "0.125", "-b", "32"]
 
 
-def bare_step(net, x, y, loss_fn, optimizer, amp: dict) -> None:
-    """One training step with nothing around it: autocast forward, loss, backward, optimizer step."""
-    with torch.autocast(**amp):
-        out = net(x, return_all=True)
-    loss, _, _ = loss_fn(out, y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (a no-op off CUDA), so a timer reads finished work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name (else the platform's processor string)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({cpu_model()}, {torch.get_num_threads()} torch threads)"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", choices=("baseline", "ours"), default="baseline",
                    help="the demo's baseline (less compute per image, so the pipeline weighs more) or its NC run")
@@ -103,94 +63,118 @@ def main(argv=None) -> None:
     p.add_argument("--compile", action="store_true",
                    help="also time the bare epoch of torch.compile(model): its first (compiling) epoch and the next ones")
     args = p.parse_args(argv)
-
-    flags = DEMO_FLAGS + (DEMO_NC_FLAGS if args.variant == "ours" else []) + ["--device", args.device]
+    args.flags = DEMO_FLAGS + (DEMO_NC_FLAGS if args.variant == "ours" else []) + ["--device", args.device]
     if args.smoke:
-        flags, args.rounds = flags + SMOKE_FLAGS, 1
-    cfg = parse_config(PRETRAIN_DEFAULTS, flags, aliases=PRETRAIN_ALIASES, types=PRETRAIN_TYPES)
-    info = D.init_distributed(cfg.device)
-    device = info.device
-    seed_everything(cfg.seed)
-    train_set, val_set = build_pretrain_data(cfg)
-    model = build_pretrain_model(cfg)
-    channels_last = device.type == "cuda" and not cfg.arch.startswith("vit")
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    optimizer = build_optimizer(model, cfg)
-    loss_fn = build_loss_fn(cfg, model)
-    train_loader, val_loader = _loaders(cfg, train_set, val_set, info, 0)
-    train_batches, val_batches = list(train_loader), list(val_loader)
-    n_train, n_val = sum(len(y) for _, y in train_batches), sum(len(y) for _, y in val_batches)
-    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        args.flags, args.rounds = args.flags + SMOKE_FLAGS, 1
+    return args
 
-    def sync():
-        synchronize(device)
 
-    def bare(net=model, key="bare") -> None:
+class EpochBench:
+    """The demo's run set up once (model, optimizer, loss, one epoch's batches in memory) and the
+    three ways of running an epoch, each appending its seconds to ``times``."""
+
+    def __init__(self, flags: list[str]) -> None:
+        self.flags = flags
+        cfg = self.cfg = parse_config(PRETRAIN_DEFAULTS, flags, aliases=PRETRAIN_ALIASES, types=PRETRAIN_TYPES)
+        info = D.init_distributed(cfg.device)
+        self.device = info.device
+        seed_everything(cfg.seed)
+        train_set, val_set = build_pretrain_data(cfg)
+        self.channels_last = uses_channels_last(cfg, self.device)
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = build_pretrain_model(cfg).to(self.device, memory_format=self.memory_format)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.loss_fn = loss_function(cfg, self.model)
+        train_loader, val_loader = make_loaders(cfg, train_set, val_set, info, 0)
+        self.train_batches, self.val_batches = list(train_loader), list(val_loader)
+        self.n_train = sum(len(y) for _, y in self.train_batches)
+        self.n_val = sum(len(y) for _, y in self.val_batches)
+        self.amp = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        self.times: dict[str, list[float]] = {}
+
+    def _add(self, key: str, seconds: float) -> None:
+        self.times.setdefault(key, []).append(seconds)
+
+    def bare(self, net=None, key: str = "bare") -> None:
+        net = net or self.model
         start = time.perf_counter()
-        model.train()
-        for x, y in train_batches:
-            x, y = x.to(device).contiguous(memory_format=memory_format), y.to(device)
-            bare_step(net, x, y, loss_fn, optimizer, amp)
-        sync()
+        self.model.train()
+        for x, y in self.train_batches:
+            x, y = x.to(self.device).contiguous(memory_format=self.memory_format), y.to(self.device)
+            bare_step(net, x, y, self.loss_fn, self.optimizer, self.amp)
+        synchronize(self.device)
         mid = time.perf_counter()
-        model.eval()
+        self.model.eval()
         with torch.no_grad():
-            for x, _ in val_batches:
-                with torch.autocast(**amp):
-                    net(x.to(device).contiguous(memory_format=memory_format))
-        sync()
-        times.setdefault(f"{key} train", []).append(mid - start)
-        times.setdefault(f"{key} validation", []).append(time.perf_counter() - mid)
+            for x, _ in self.val_batches:
+                with torch.autocast(**self.amp):
+                    net(x.to(self.device).contiguous(memory_format=self.memory_format))
+        synchronize(self.device)
+        self._add(f"{key} train", mid - start)
+        self._add(f"{key} validation", time.perf_counter() - mid)
 
-    def step() -> None:
+    def step(self) -> None:
         start = time.perf_counter()
-        train_one_epoch(model, train_batches, optimizer, loss_fn, device, channels_last=channels_last, desc="step")
-        sync()
-        times["step"].append(time.perf_counter() - start)
+        train_one_epoch(self.model, self.train_batches, self.optimizer, self.loss_fn, self.device,
+                        channels_last=self.channels_last, desc="step")
+        synchronize(self.device)
+        self._add("step", time.perf_counter() - start)
 
-    def epoch() -> None:
+    def epoch(self) -> None:
         with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
             start = time.perf_counter()
-            pretrain.main(flags + ["--epochs", "1", "--save_dir", folder])
-            times["epoch"].append(time.perf_counter() - start)
+            pretrain.main(self.flags + ["--epochs", "1", "--save_dir", folder])
+            self._add("epoch", time.perf_counter() - start)
             record = json.loads((Path(folder) / "model.log.jsonl").read_text().splitlines()[0])
-        times["epoch train pass"].append(record["seconds"])
+        self._add("epoch train pass", record["seconds"])
 
-    print(f"device {describe_device(device)}; load average {load_average()} (1, 5, 15 min)")
-    print(f"the demo's {args.variant} run: {cfg.arch} width {cfg.width} ({cfg.stem} stem, {cfg.norm}) at "
-          f"{cfg.image_size} px on {cfg.dataset} ({cfg.num_classes} classes x {cfg.max_per_class}), batch "
-          f"{cfg.batch_size}, {cfg.workers} loader workers: {len(train_batches)} steps ({n_train} images) + "
-          f"{n_val} validation images per epoch; {args.rounds} rounds after a warm-up, medians")
-    times: dict[str, list[float]] = {k: [] for k in ("bare train", "bare validation", "step", "epoch", "epoch train pass")}
-    for fn in (bare, step, epoch):  # warm-up
+    def describe(self, variant: str, rounds: int) -> str:
+        cfg = self.cfg
+        return (f"the demo's {variant} run: {cfg.arch} width {cfg.width} ({cfg.stem} stem, {cfg.norm}) at "
+                f"{cfg.image_size} px on {cfg.dataset} ({cfg.num_classes} classes x {cfg.max_per_class}), batch "
+                f"{cfg.batch_size}, {cfg.workers} loader workers: {len(self.train_batches)} steps ({self.n_train} "
+                f"images) + {self.n_val} validation images per epoch; {rounds} rounds after a warm-up, medians")
+
+
+def report_compile(bench: EpochBench, rounds: int, bare_epoch: float) -> None:
+    """torch.compile's bare epochs: the first (compiling) and the later ones, against eager."""
+    compiled = torch.compile(bench.model)
+    bench.bare(compiled, "compiling")
+    for _ in range(rounds):
+        bench.bare(compiled, "compiled")
+    times, epochs, n = bench.times, bench.cfg.epochs, bench.n_train + bench.n_val
+    first = times["compiling train"][0] + times["compiling validation"][0]
+    steady = statistics.median(times["compiled train"]) + statistics.median(times["compiled validation"])
+    print(f"{'bare epoch, torch.compile: the first (compiling)':50}{first:9.2f}")
+    print(f"{'bare epoch, torch.compile: later epochs':50}{steady:9.2f}{n / steady:9.0f}")
+    print(f"torch.compile: {steady / bare_epoch:.2f} of an eager bare epoch; {epochs} epochs (the demo's) take "
+          f"{first + (epochs - 1) * steady:.0f} s compiled vs {epochs * bare_epoch:.0f} s eager")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    bench = EpochBench(args.flags)
+    print(f"device {describe_device(bench.device)}; load average {load_average()} (1, 5, 15 min)")
+    print(bench.describe(args.variant, args.rounds))
+    for fn in (bench.bare, bench.step, bench.epoch):  # warm-up
         fn()
-    times = {k: [] for k in times}
+    bench.times.clear()
     for _ in range(args.rounds):
-        for fn in (bare, step, epoch):
+        for fn in (bench.bare, bench.step, bench.epoch):
             fn()
-    med = {k: statistics.median(v) for k, v in times.items() if v}
-    rows = [("bare training steps (batches in memory)", med["bare train"], n_train),
-            ("bare validation forward (batches in memory)", med["bare validation"], n_val),
-            ("train_one_epoch on the same batches", med["step"], n_train),
-            ("pretrain.py: its log's training pass", med["epoch train pass"], n_train),
+    med = {k: statistics.median(v) for k, v in bench.times.items()}
+    rows = [("bare training steps (batches in memory)", med["bare train"], bench.n_train),
+            ("bare validation forward (batches in memory)", med["bare validation"], bench.n_val),
+            ("train_one_epoch on the same batches", med["step"], bench.n_train),
+            ("pretrain.py: its log's training pass", med["epoch train pass"], bench.n_train),
             ("pretrain.py: one epoch, wall clock (all of it)", med["epoch"], None)]
-    print(f"{'per epoch on ' + device.type:50}{'seconds':>9}{'img/s':>9}")
+    print(f"{'per epoch on ' + bench.device.type:50}{'seconds':>9}{'img/s':>9}")
     for name, seconds, images in rows:
         print(f"{name:50}{seconds:9.2f}" + (f"{images / seconds:9.0f}" if images else ""))
     bare_epoch = med["bare train"] + med["bare validation"]
     ratio = med["epoch"] / bare_epoch
     if args.compile:
-        compiled = torch.compile(model)
-        bare(compiled, "compiling")
-        for _ in range(args.rounds):
-            bare(compiled, "compiled")
-        first = times["compiling train"][0] + times["compiling validation"][0]
-        steady = statistics.median(times["compiled train"]) + statistics.median(times["compiled validation"])
-        print(f"{'bare epoch, torch.compile: the first (compiling)':50}{first:9.2f}")
-        print(f"{'bare epoch, torch.compile: later epochs':50}{steady:9.2f}{(n_train + n_val) / steady:9.0f}")
-        print(f"torch.compile: {steady / bare_epoch:.2f} of an eager bare epoch; {cfg.epochs} epochs (the demo's) take "
-              f"{first + (cfg.epochs - 1) * steady:.0f} s compiled vs {cfg.epochs * bare_epoch:.0f} s eager")
+        report_compile(bench, args.rounds, bare_epoch)
     print(f"ratio training pass/bare training steps = {med['epoch train pass'] / med['bare train']:.2f}")
     print(f"load average after {load_average()}; target epoch/bare <= {TARGET}: {'PASS' if ratio <= TARGET else 'MISS'}")
     print(f"ratio step/bare = {med['step'] / med['bare train']:.2f}")

@@ -9,8 +9,9 @@ Mc (C x D) with rows mu_c - mu_G; a linear classifier W (C x D), b (C).
     Sigma_T = Sigma_W + Sigma_B
     r       = min(D, C - 1)                                         rank of Sigma_B in general position
 
-Metrics returned by `nc_metrics` / `nc_metrics_from_stats` (every one is 0 at perfect collapse
-onto a simplex ETF whose classifier rows equal the centred means and b = 0):
+The metrics, one entry each in :data:`NC_METRICS` (the one list every table, log, figure and
+study reads; every metric is 0 at perfect collapse onto a simplex ETF whose classifier rows equal
+the centred means and b = 0):
 
     nc1            Tr(Sigma_W Sigma_B^+) / C; Sigma_B^+ uses the top r eigenpairs of Sigma_B
                    [Papyan, Han & Donoho, PNAS 2020, "NC1"].
@@ -34,6 +35,7 @@ onto a simplex ETF whose classifier rows equal the centred means and b = 0):
     nc4            fraction of samples where argmin_c ||h - mu_c|| != argmax_c (W h + b)
                    [Papyan et al., nearest-class-centre agreement]; needs a second pass over the
                    features once the means are known (`NCCAccumulator`).
+  Adding a metric: one function of the quantities (:class:`Quantities`) and one entry in NC_METRICS.
     bias_collapse  || W mu_G + b || [Zhu et al., NeurIPS 2021].
 
 Mapping to the ICML 2025 paper (Harun, Gallardo & Kanan), whose official evaluation
@@ -55,13 +57,25 @@ Pseudo-inverses are taken from `torch.linalg.eigh` in float64, never a default `
     noise) the dropped directions carry no between-class variance either (range(Sigma_B) is
     inside range(Sigma_T)), so Tr(Sigma_T^+ Sigma_B) loses nothing and vci stays in [0, 1].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Iterable, Iterator
 
 import torch
 
-__all__ = ["PINV_RTOL", "ROUNDING_TOL", "NCStats", "ClassStats", "NCCAccumulator", "nc_metrics", "nc_metrics_from_stats"]
+from metrics.class_stats import (
+    ClassStats,
+    NCCAccumulator,
+    NCStats,
+    _check_labels,
+    _classifier,
+)
+
+__all__ = ["PINV_RTOL", "ROUNDING_TOL", "NC_METRICS", "NCMetric", "NCStats", "ClassStats", "NCCAccumulator",
+           "metric_keys", "nc_metrics", "nc_metrics_from_stats", "stream_nc_metrics"]
 
 PINV_RTOL = 1e-10
 """Eigenvalues below PINV_RTOL * (largest eigenvalue) count as zero in the pseudo-inverses."""
@@ -70,208 +84,6 @@ ROUNDING_TOL = 1e-9
 at most this far outside them."""
 
 _CHUNK_ROWS = 8192  # rows per pass in nc_metrics: bounds the float64 copy of in-memory features
-
-
-@dataclass(frozen=True)
-class NCStats:
-    """Class statistics in float64, as defined in the module docstring.
-
-    means (C x D), counts (C, int64), global_mean (D) = mean of the class means,
-    sigma_w (D x D, 1/N), sigma_b (D x D, 1/C), class_var (C) = mean squared distance of a
-    class's samples to its mean, n = number of samples.
-    """
-
-    means: torch.Tensor
-    counts: torch.Tensor
-    global_mean: torch.Tensor
-    sigma_w: torch.Tensor
-    sigma_b: torch.Tensor
-    class_var: torch.Tensor
-    n: int
-
-
-def _check_features(features: torch.Tensor, dim: int) -> None:
-    if not isinstance(features, torch.Tensor) or features.dim() != 2 or features.shape[1] != dim:
-        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-        raise ValueError(f"features must be a 2-D tensor of shape (N, {dim}), got {shape}")
-
-
-def _check_finite(x: torch.Tensor, what: str, fix: str) -> None:
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{what} contain NaN or Inf; {fix}")
-
-
-def _check_labels(labels: torch.Tensor, n: int, num_classes: int) -> None:
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != n:
-        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be a 1-D tensor with one label per feature row ({n}), got {shape}")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes - 1}], got values in [{int(labels.min())}, {int(labels.max())}];"
-            " check num_classes")
-
-
-class ClassStats:
-    """Streaming per-class means and covariances of features (float64, one pass).
-
-    `update(features, labels)` any number of times, then `compute()` -> `NCStats`.
-
-    Numerics: each class c gets a fixed shift s_c, the mean of its samples in the first batch
-    that contains it. With y = h - s_{label} the accumulators are n_c, S_c = sum y, Q_c = sum ||y||^2
-    and one D x D matrix A = sum y y^T (a single Y^T Y matmul per batch). At compute time, with
-    d_c = S_c / n_c:  mu_c = s_c + d_c,  N Sigma_W = A - sum_c n_c d_c d_c^T,  var_c = Q_c/n_c - ||d_c||^2.
-    These identities are exact; because every y is measured from a point inside its own class,
-    the subtraction cancels only within-class spread, so a large common offset or well separated
-    (collapsed) classes cost no precision - the shifted-data form of Chan, Golub & LeVeque's
-    updating formulas for variances.
-
-    Args:
-        num_classes: C. dim: feature dimension D.
-        device: where the accumulators live; default: the device of the first batch.
-    """
-
-    def __init__(self, num_classes: int, dim: int, device: torch.device | str | None = None):
-        if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be at least 2 for neural-collapse statistics, got {num_classes}")
-        if int(dim) < 1:
-            raise ValueError(f"dim must be positive, got {dim}")
-        self.num_classes = int(num_classes)
-        self.dim = int(dim)
-        self.device = torch.device(device) if device is not None else None
-        self._ready = False
-        if self.device is not None:
-            self._allocate(self.device)
-
-    def _allocate(self, device: torch.device) -> None:
-        c, d, f64 = self.num_classes, self.dim, torch.float64
-        self.device = device
-        self._shift = torch.zeros(c, d, dtype=f64, device=device)
-        self._count = torch.zeros(c, dtype=torch.int64, device=device)
-        self._sum = torch.zeros(c, d, dtype=f64, device=device)
-        self._sqnorm = torch.zeros(c, dtype=f64, device=device)
-        self._outer = torch.zeros(d, d, dtype=f64, device=device)
-        self._ready = True
-
-    @torch.no_grad()
-    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch: features (N x D, any float dtype/device), labels (N, integer in [0, C))."""
-        _check_features(features, self.dim)
-        _check_labels(labels, features.shape[0], self.num_classes)
-        if features.shape[0] == 0:
-            return
-        if not self._ready:
-            self._allocate(features.device)
-        x = features.detach().to(device=self.device, dtype=torch.float64, copy=True)  # shifted in place below
-        y_idx = labels.detach().to(device=self.device, dtype=torch.int64)
-
-        batch_count = torch.bincount(y_idx, minlength=self.num_classes)
-        new = (self._count == 0) & (batch_count > 0)
-        shift = self._shift
-        if bool(new.any()):
-            batch_sum = torch.zeros_like(self._sum).index_add_(0, y_idx, x)
-            shift = shift.clone()
-            shift[new] = batch_sum[new] / batch_count[new].unsqueeze(1).to(torch.float64)
-
-        y = x.sub_(shift[y_idx])
-        sqnorm = y.square().sum(dim=1)
-        if not bool(torch.isfinite(sqnorm).all()):  # NaN/Inf anywhere in a row reaches its squared norm
-            bad = int((~torch.isfinite(sqnorm)).sum())
-            raise ValueError(f"features contain NaN or Inf ({bad} rows, or values too large to square in float64); "
-                             "check the model output or the feature cache")
-        self._shift = shift
-        self._count += batch_count
-        self._sum.index_add_(0, y_idx, y)
-        self._sqnorm.index_add_(0, y_idx, sqnorm)
-        self._outer.addmm_(y.T, y)
-
-    @torch.no_grad()
-    def compute(self) -> NCStats:
-        """Return the statistics of everything seen so far; every class needs at least one sample."""
-        if not self._ready or int(self._count.sum()) == 0:
-            raise ValueError("ClassStats.compute() called before any features were added; call update() first")
-        empty = torch.nonzero(self._count == 0).flatten().tolist()
-        if empty:
-            shown = ", ".join(map(str, empty[:20])) + (", ..." if len(empty) > 20 else "")
-            raise ValueError(
-                f"{len(empty)} of {self.num_classes} classes have no samples (class ids: {shown}); "
-                "pass features of every class or lower num_classes")
-        n = int(self._count.sum())
-        count = self._count.to(torch.float64)
-        delta = self._sum / count.unsqueeze(1)
-        means = self._shift + delta
-        scatter_w = self._outer - (delta * count.unsqueeze(1)).T @ delta
-        sigma_w = 0.5 * (scatter_w + scatter_w.T) / n
-        class_var = (self._sqnorm / count - delta.square().sum(dim=1)).clamp_min(0.0)
-        global_mean = means.mean(dim=0)
-        centred = means - global_mean
-        sigma_b = centred.T @ centred / self.num_classes
-        return NCStats(means=means, counts=self._count.clone(), global_mean=global_mean,
-                       sigma_w=sigma_w, sigma_b=sigma_b, class_var=class_var, n=n)
-
-
-def _classifier(weight, bias, num_classes: int, dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate a linear classifier and return (W, b) in float64 on `device`; b = 0 when omitted."""
-    if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (num_classes, dim):
-        shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
-        raise ValueError(f"weight must be a tensor of shape ({num_classes}, {dim}) (classes x features), got {shape}")
-    w = weight.detach().to(device=device, dtype=torch.float64)
-    if bias is None:
-        b = torch.zeros(num_classes, dtype=torch.float64, device=device)
-    else:
-        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (num_classes,):
-            shape = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
-            raise ValueError(f"bias must be a tensor of shape ({num_classes},), got {shape}")
-        b = bias.detach().to(device=device, dtype=torch.float64)
-    _check_finite(w, "classifier weights", "check the checkpoint or the probe training")
-    _check_finite(b, "classifier biases", "check the checkpoint or the probe training")
-    return w, b
-
-
-class NCCAccumulator:
-    """Streaming NC4: disagreement between the nearest-class-centre rule and a linear classifier.
-
-    nc4 = (1/N) #{i : argmin_c ||h_i - mu_c|| != argmax_c (W h_i + b)_c}  [Papyan, Han & Donoho, PNAS 2020].
-    Distances are computed in float64 on features and means shifted by the mean of the means
-    (distances do not change), so a large common offset costs no precision.
-
-    Args:
-        means: class means (C x D), e.g. `ClassStats.compute().means`. weight: W (C x D). bias: b (C) or None.
-    """
-
-    def __init__(self, means: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
-        if not isinstance(means, torch.Tensor) or means.dim() != 2 or means.shape[0] < 2:
-            raise ValueError("means must be a 2-D tensor of class means (C x D) with C >= 2")
-        self.device = means.device
-        m = means.detach().to(torch.float64)
-        _check_finite(m, "class means", "compute them from finite features")
-        self._origin = m.mean(dim=0)
-        self._centres = m - self._origin
-        self._centre_sqnorm = self._centres.square().sum(dim=1)
-        self._w, self._b = _classifier(weight, bias, m.shape[0], m.shape[1], self.device)
-        self._mismatch = 0
-        self._n = 0
-
-    @torch.no_grad()
-    def update(self, features: torch.Tensor) -> None:
-        """Add a batch of features (N x D, any float dtype/device)."""
-        _check_features(features, self._centres.shape[1])
-        if features.shape[0] == 0:
-            return
-        x = features.detach().to(device=self.device, dtype=torch.float64)
-        _check_finite(x, "features", "check the model output or the feature cache")
-        z = x - self._origin
-        nearest = (self._centre_sqnorm - 2.0 * z @ self._centres.T).argmin(dim=1)
-        predicted = (x @ self._w.T + self._b).argmax(dim=1)
-        self._mismatch += int((nearest != predicted).sum())
-        self._n += x.shape[0]
-
-    def compute(self) -> float:
-        """Fraction of samples seen so far on which the two rules disagree."""
-        if self._n == 0:
-            raise ValueError("NCCAccumulator.compute() called before any features were added; call update() first")
-        return self._mismatch / self._n
 
 
 def _etf_error(gram: torch.Tensor) -> float:
@@ -318,74 +130,137 @@ def _clamp_rounding(value: float, low: float, high: float) -> float:
     return value
 
 
+class Quantities:
+    """What the metric formulas read, computed once per call from the statistics (and the classifier):
+    ``stats``, ``c``, ``d``, ``rank`` = min(D, C-1), ``centred`` (Mc), ``dist2`` (squared distances of
+    the class means), ``pair`` (the c < c' mask), ``w`` and ``b`` (float64; None without a classifier)."""
+
+    def __init__(self, stats: NCStats, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                 ncc_mismatch: float | None) -> None:
+        self.stats, self.ncc_mismatch = stats, ncc_mismatch
+        self.c, self.d = stats.means.shape
+        self.rank = min(self.d, self.c - 1)
+        self.centred = stats.means - stats.global_mean
+        sqnorm = self.centred.square().sum(dim=1)
+        self.dist2 = (sqnorm[:, None] + sqnorm[None, :] - 2.0 * self.centred @ self.centred.T).clamp_min(0.0)
+        self.pair = torch.triu(torch.ones(self.c, self.c, dtype=torch.bool, device=stats.means.device), diagonal=1)
+        if float(self.dist2[self.pair].min()) == 0.0:
+            i, j = (int(k) for k in torch.nonzero(self.pair & (self.dist2 == 0))[0])
+            raise ValueError(f"classes {i} and {j} have the same mean; neural-collapse metrics need distinct "
+                             "class means (are the features constant?)")
+        self.w = self.b = None
+        if weight is not None:
+            self.w, self.b = _classifier(weight, bias, self.c, self.d, stats.means.device)
+        elif bias is not None:
+            raise ValueError("bias given without weight; pass the classifier weight too")
+
+    @cached_property
+    def sigma_t(self) -> torch.Tensor:
+        return self.stats.sigma_w + self.stats.sigma_b
+
+
+def _nc1(q: Quantities) -> float:
+    return _trace_pinv_product(q.stats.sigma_b, q.stats.sigma_w, q.rank) / q.c
+
+
+def _cdnv(q: Quantities) -> float:
+    var = q.stats.class_var
+    return float(((var[:, None] + var[None, :]) / (2.0 * q.dist2))[q.pair].mean())
+
+
+def _vci(q: Quantities) -> float:
+    return _clamp_rounding(1.0 - _trace_pinv_product(q.sigma_t, q.stats.sigma_b, q.d) / q.rank, 0.0, 1.0)
+
+
+def _nc3(q: Quantities) -> float:
+    return float(torch.linalg.matrix_norm(
+        q.w / torch.linalg.matrix_norm(q.w) - q.centred / torch.linalg.matrix_norm(q.centred)).square())
+
+
+def _bias_collapse(q: Quantities) -> float:
+    return float(torch.linalg.vector_norm(q.w @ q.stats.global_mean + q.b))
+
+
+@dataclass(frozen=True)
+class NCMetric:
+    """One neural-collapse metric (formula and source in the module docstring).
+
+    ``needs``: ``stats`` (the class statistics), ``classifier`` (also W and b) or ``ncc`` (also the
+    second pass of :class:`NCCAccumulator`). ``table``: a column of eval_nc.py's printed table and
+    figure. ``log_scale``: drawn on a log axis. ``collapse``: a collapse statistic of the features
+    alone, logged by the monitor every epoch, reported beside transfer and correlated with it."""
+
+    key: str
+    compute: Callable[[Quantities], float]
+    needs: str = "stats"
+    table: bool = False
+    log_scale: bool = False
+    collapse: bool = False
+
+
+NC_METRICS: tuple[NCMetric, ...] = (
+    NCMetric("nc1", _nc1, table=True, log_scale=True, collapse=True),
+    NCMetric("nc1_cdnv", _cdnv, table=True, log_scale=True, collapse=True),
+    NCMetric("vci", _vci, table=True, collapse=True),
+    NCMetric("nc2_equinorm", lambda q: _equinorm(q.centred)),
+    NCMetric("nc2_equiangle", lambda q: _equiangle(q.centred)),
+    NCMetric("nc2_etf_error", lambda q: _etf_error(q.centred @ q.centred.T), table=True),
+    NCMetric("w_equinorm", lambda q: _equinorm(q.w), needs="classifier"),
+    NCMetric("w_equiangle", lambda q: _equiangle(q.w), needs="classifier"),
+    NCMetric("w_etf_error", lambda q: _etf_error(q.w @ q.w.T), needs="classifier", table=True),
+    NCMetric("wm_etf_error", lambda q: _etf_error(q.w @ q.centred.T), needs="classifier"),
+    NCMetric("nc3", _nc3, needs="classifier", table=True),
+    NCMetric("bias_collapse", _bias_collapse, needs="classifier", table=True),
+    NCMetric("nc4", lambda q: float(q.ncc_mismatch), needs="ncc", table=True),
+)
+
+
+def metric_keys(*, table: bool | None = None, log_scale: bool | None = None, collapse: bool | None = None) -> list[str]:
+    """The keys of :data:`NC_METRICS` (in its order) with the given flags, e.g. ``metric_keys(collapse=True)``."""
+    wanted = {"table": table, "log_scale": log_scale, "collapse": collapse}
+    return [m.key for m in NC_METRICS if all(v is None or getattr(m, k) == v for k, v in wanted.items())]
+
+
 def nc_metrics_from_stats(stats: NCStats, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                           ncc_mismatch: float | None = None) -> dict[str, float]:
-    """Neural-collapse metrics from `ClassStats.compute()`; formulas and sources in the module docstring.
+    """Every metric of :data:`NC_METRICS` that the inputs allow, from `ClassStats.compute()`: those of
+    the statistics; with `weight` (and `bias`) the classifier's; with `ncc_mismatch` (from
+    `NCCAccumulator.compute()`) also nc4. Formulas and sources in the module docstring."""
+    q = Quantities(stats, weight, bias, ncc_mismatch)
+    have = {"stats": True, "classifier": q.w is not None, "ncc": ncc_mismatch is not None}
+    return {m.key: m.compute(q) for m in NC_METRICS if have[m.needs]}
 
-    Keys: nc1, nc1_cdnv, vci, nc2_equinorm, nc2_equiangle, nc2_etf_error; with `weight` also
-    w_equinorm, w_equiangle, w_etf_error, wm_etf_error, nc3, bias_collapse; with `ncc_mismatch`
-    (from `NCCAccumulator.compute()`) also nc4.
-    """
-    means = stats.means
-    c, d = means.shape
-    rank = min(d, c - 1)
-    centred = means - stats.global_mean
-    sqnorm = centred.square().sum(dim=1)
-    dist2 = (sqnorm[:, None] + sqnorm[None, :] - 2.0 * centred @ centred.T).clamp_min(0.0)
-    pair = torch.triu(torch.ones(c, c, dtype=torch.bool, device=means.device), diagonal=1)
-    if float(dist2[pair].min()) == 0.0:
-        i, j = (int(k) for k in torch.nonzero(pair & (dist2 == 0))[0])
-        raise ValueError(f"classes {i} and {j} have the same mean; neural-collapse metrics need distinct "
-                         "class means (are the features constant?)")
-    var = stats.class_var
-    cdnv = ((var[:, None] + var[None, :]) / (2.0 * dist2))[pair].mean()
 
-    sigma_t = stats.sigma_w + stats.sigma_b
-    out = {
-        "nc1": _trace_pinv_product(stats.sigma_b, stats.sigma_w, rank) / c,
-        "nc1_cdnv": float(cdnv),
-        "vci": _clamp_rounding(1.0 - _trace_pinv_product(sigma_t, stats.sigma_b, d) / rank, 0.0, 1.0),
-        "nc2_equinorm": _equinorm(centred),
-        "nc2_equiangle": _equiangle(centred),
-        "nc2_etf_error": _etf_error(centred @ centred.T),
-    }
+def stream_nc_metrics(batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]], num_classes: int, dim: int,
+                      weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> dict[str, float]:
+    """:func:`nc_metrics_from_stats` of features that never sit in memory at once: ``batches()``
+    yields ``(features B x D, labels B)`` chunks and is called twice with a classifier (the class
+    means first, then the nearest-class-centre pass of nc4)."""
+    stats_acc = ClassStats(num_classes, dim)
+    for x, y in batches():
+        stats_acc.update(x, y)
+    stats = stats_acc.compute()
+    mismatch = None
     if weight is not None:
-        w, b = _classifier(weight, bias, c, d, means.device)
-        out.update({
-            "w_equinorm": _equinorm(w),
-            "w_equiangle": _equiangle(w),
-            "w_etf_error": _etf_error(w @ w.T),
-            "wm_etf_error": _etf_error(w @ centred.T),
-            "nc3": float(torch.linalg.matrix_norm(
-                w / torch.linalg.matrix_norm(w) - centred / torch.linalg.matrix_norm(centred)).square()),
-            "bias_collapse": float(torch.linalg.vector_norm(w @ stats.global_mean + b)),
-        })
-    elif bias is not None:
-        raise ValueError("bias given without weight; pass the classifier weight too")
-    if ncc_mismatch is not None:
-        out["nc4"] = float(ncc_mismatch)
-    return out
+        ncc = NCCAccumulator(stats.means, weight, bias)
+        for x, _ in batches():
+            ncc.update(x)
+        mismatch = ncc.compute()
+    return nc_metrics_from_stats(stats, weight, bias, ncc_mismatch=mismatch)
 
 
 def nc_metrics(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
                weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> dict[str, float]:
     """Neural-collapse metrics of in-memory features (N x D) with labels (N); see the module docstring.
 
-    Runs `ClassStats` and, with a classifier, the `NCCAccumulator` pass for nc4, in chunks so
-    that no float64 copy of all features is made. Returns every key of `nc_metrics_from_stats`,
-    including nc4 when `weight` is given.
+    Streams the features in chunks (:func:`stream_nc_metrics`), so that no float64 copy of all of
+    them is made. Returns every key of `nc_metrics_from_stats`, including nc4 when `weight` is given.
     """
     if not isinstance(features, torch.Tensor) or features.dim() != 2:
         raise ValueError("features must be a 2-D tensor (N x D)")
-    stats_acc = ClassStats(num_classes, features.shape[1], device=features.device)
     _check_labels(labels, features.shape[0], int(num_classes))
-    for start in range(0, features.shape[0], _CHUNK_ROWS):
-        stats_acc.update(features[start:start + _CHUNK_ROWS], labels[start:start + _CHUNK_ROWS])
-    stats = stats_acc.compute()
-    mismatch = None
-    if weight is not None:
-        ncc = NCCAccumulator(stats.means, weight, bias)
+
+    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, features.shape[0], _CHUNK_ROWS):
-            ncc.update(features[start:start + _CHUNK_ROWS])
-        mismatch = ncc.compute()
-    return nc_metrics_from_stats(stats, weight, bias, ncc_mismatch=mismatch)
+            yield features[start:start + _CHUNK_ROWS], labels[start:start + _CHUNK_ROWS]
+    return stream_nc_metrics(chunks, num_classes, features.shape[1], weight, bias)

@@ -37,14 +37,6 @@ def check_norm(norm: str) -> None:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
-def check_cnn_kwargs(arch: str, norm: str, drop_path: float) -> None:
-    """CNNs take any input size (``img_size`` and ``patch_size`` do not apply to them) and have
-    no stochastic depth."""
-    check_norm(norm)
-    if drop_path:
-        raise ValueError(f"{arch} has no stochastic depth; drop_path applies to ViTs only, set drop_path=0")
-
-
 def conv2d(norm: str, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
            bias: bool = False) -> nn.Conv2d:
     """Convolution, weight-standardized for ``gn_ws``, plain for ``bn``; bias-free unless ``bias``.

@@ -1,35 +1,37 @@
 """One registry of backbones and the factory that wraps them in a :class:`ControlledNet`.
 
-A backbone builder is registered with ``@register_model`` under its function name and is
-called with the keyword arguments ``norm, stem, width, in_chans, img_size, patch_size,
-drop_path, spectral_norm, activation, shortcut``, and with those of the architecture options
-(:data:`ARCH_OPTION_DEFAULTS`: ``class_token, pos_embed, global_pool`` of the ViTs,
-``conv_bias`` of VGG) that its signature declares; it returns an encoder (``embed_dim``
-attribute, ``stages()`` method). A builder rejects, with a ValueError, every option that
-does not apply to it and is not at its default; an architecture option a builder does not
-declare must stay at its default.
+A backbone builder is registered with ``@register_model`` under its function name, which must
+have a default configuration in :data:`models.defaults.ARCHS`. It is called with ``in_chans``,
+``img_size`` and the build options its default configuration lists (``options``), as keyword
+arguments, and returns an encoder (``embed_dim`` attribute, ``stages()`` method). An option
+that an architecture does not take must stay at its default (:data:`OPTION_DEFAULTS`); otherwise
+:func:`build_model` refuses it, naming the architectures that take it.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 from typing import Callable
 
+from models.defaults import ARCHS, arch_defaults
 from nc_control import ControlledNet, NCConfig
 
 MODELS: dict[str, Callable] = {}
 STEMS = ("imagenet", "cifar")
 ACTIVATIONS = ("relu", "leaky_relu")
 SHORTCUTS = ("conv", "avgpool")
-RESNET_OPTION_DEFAULTS = {"spectral_norm": 0.0, "activation": "relu", "shortcut": "conv"}
-ARCH_OPTION_DEFAULTS = {"class_token": False, "pos_embed": "sincos", "global_pool": "avg", "conv_bias": False}
+#: Every build option and its default; an architecture takes those its default configuration lists.
+OPTION_DEFAULTS = {"norm": "bn", "stem": "imagenet", "width": 1.0, "patch_size": 16, "drop_path": 0.0,
+                   "spectral_norm": 0.0, "activation": "relu", "shortcut": "conv", "class_token": False,
+                   "pos_embed": "sincos", "global_pool": "avg", "conv_bias": False}
 
 
 def register_model(fn: Callable) -> Callable:
-    """Decorator: add ``fn`` to :data:`MODELS` under ``fn.__name__``."""
+    """Decorator: add ``fn`` to :data:`MODELS` under ``fn.__name__`` (which needs a default configuration)."""
     if fn.__name__ in MODELS:
         raise ValueError(f"model {fn.__name__!r} is registered twice")
+    if fn.__name__ not in ARCHS:
+        raise ValueError(f"model {fn.__name__!r} has no default configuration in models/defaults.py")
     MODELS[fn.__name__] = fn
     return fn
 
@@ -39,13 +41,17 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def reject_resnet_options(arch: str, *, spectral_norm: float, activation: str, shortcut: str) -> None:
-    """For backbones other than the ResNets: raise if a DDU ResNet option is not at its default."""
-    given = {"spectral_norm": spectral_norm, "activation": activation, "shortcut": shortcut}
-    for name, default in RESNET_OPTION_DEFAULTS.items():
-        if given[name] != default:
-            raise ValueError(f"{arch} does not take {name}={given[name]!r}: spectral_norm, activation and shortcut "
-                             f"apply to resnet18/resnet34 only; leave {name} at its default {default!r}")
+def _routed_options(arch: str, options: dict) -> dict:
+    """The options ``arch`` takes; any other away from its default is a ValueError saying why."""
+    defaults = arch_defaults(arch)
+    for name, value in options.items():
+        if name in defaults.options or value == OPTION_DEFAULTS[name]:
+            continue
+        takers = "/".join(a for a in MODELS if name in ARCHS[a].options)
+        why = defaults.declines.get(name, f"{name} applies to {takers} only")
+        raise ValueError(f"{arch} does not take {name}={value!r}: {why}; leave it at its default "
+                         f"{OPTION_DEFAULTS[name]!r}")
+    return {name: options[name] for name in defaults.options}
 
 
 def build_model(arch: str, num_classes: int, *, nc_control: NCConfig | dict | None = None, norm: str = "bn",
@@ -88,22 +94,13 @@ def build_model(arch: str, num_classes: int, *, nc_control: NCConfig | dict | No
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
-    options = dict(class_token=bool(class_token), pos_embed=pos_embed, global_pool=global_pool,
-                   conv_bias=bool(conv_bias))
-    declared = inspect.signature(MODELS[arch]).parameters
-    for name, value in options.items():
-        if name not in declared and value != ARCH_OPTION_DEFAULTS[name]:
-            raise ValueError(f"{arch} does not take {name}={value!r}; leave it at its default "
-                             f"{ARCH_OPTION_DEFAULTS[name]!r}")
+    options = dict(norm=norm, stem=stem, width=float(width), patch_size=int(patch_size), drop_path=float(drop_path),
+                   spectral_norm=float(spectral_norm), activation=activation, shortcut=shortcut,
+                   class_token=bool(class_token), pos_embed=pos_embed, global_pool=global_pool, conv_bias=bool(conv_bias))
     nc = NCConfig.from_any(nc_control)
-    encoder = MODELS[arch](norm=norm, stem=stem, width=float(width), in_chans=int(in_chans),
-                           img_size=int(img_size), patch_size=int(patch_size), drop_path=float(drop_path),
-                           spectral_norm=float(spectral_norm), activation=activation, shortcut=shortcut,
-                           **{name: value for name, value in options.items() if name in declared})
+    encoder = MODELS[arch](in_chans=int(in_chans), img_size=int(img_size), **_routed_options(arch, options))
     model = ControlledNet(encoder, num_classes, nc)
     model.build_kwargs = dict(arch=arch, num_classes=num_classes, nc_control=nc.to_dict(), norm=norm, stem=stem,
                               width=float(width), in_chans=int(in_chans), img_size=int(img_size),
-                              patch_size=int(patch_size), drop_path=float(drop_path),
-                              spectral_norm=float(spectral_norm), activation=activation, shortcut=shortcut,
-                              **options)
+                              **{k: v for k, v in options.items() if k not in ("norm", "stem", "width")})
     return model

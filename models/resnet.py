@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers import activation_layer, check_cnn_kwargs, conv2d, norm2d, scaled
+from models.layers import activation_layer, check_norm, conv2d, norm2d, scaled
 from models.registry import register_model
 from models.spectral import spectral_normalize_convs
 
@@ -149,9 +149,9 @@ class ResNetEncoder(nn.Module):
 
 
 def _build_resnet(arch: str, blocks_per_stage: tuple[int, ...], *, norm: str, stem: str, width: float,
-                  in_chans: int, drop_path: float, spectral_norm: float, activation: str,
-                  shortcut: str) -> ResNetEncoder:
-    check_cnn_kwargs(arch, norm, drop_path)
+                  in_chans: int, img_size: int, spectral_norm: float, activation: str, shortcut: str) -> ResNetEncoder:
+    """A ResNet encoder; ``img_size`` does not shape it (any input size)."""
+    check_norm(norm)
     if spectral_norm and norm != "bn":
         raise ValueError(f"{arch}: spectral_norm needs norm='bn' (weight standardization rescales every filter "
                          f"and would undo it); use norm='bn' or spectral_norm=0")
@@ -159,16 +159,12 @@ def _build_resnet(arch: str, blocks_per_stage: tuple[int, ...], *, norm: str, st
 
 
 @register_model
-def resnet18(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-             drop_path: float, spectral_norm: float, activation: str, shortcut: str) -> ResNetEncoder:
+def resnet18(**options) -> ResNetEncoder:
     """ResNet-18: BasicBlocks (2, 2, 2, 2)."""
-    return _build_resnet("resnet18", (2, 2, 2, 2), norm=norm, stem=stem, width=width, in_chans=in_chans,
-                         drop_path=drop_path, spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
+    return _build_resnet("resnet18", (2, 2, 2, 2), **options)
 
 
 @register_model
-def resnet34(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-             drop_path: float, spectral_norm: float, activation: str, shortcut: str) -> ResNetEncoder:
+def resnet34(**options) -> ResNetEncoder:
     """ResNet-34: BasicBlocks (3, 4, 6, 3)."""
-    return _build_resnet("resnet34", (3, 4, 6, 3), norm=norm, stem=stem, width=width, in_chans=in_chans,
-                         drop_path=drop_path, spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
+    return _build_resnet("resnet34", (3, 4, 6, 3), **options)

@@ -26,8 +26,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from models.layers import check_cnn_kwargs, conv2d, norm2d, scaled
-from models.registry import register_model, reject_resnet_options
+from models.layers import check_norm, conv2d, norm2d, scaled
+from models.registry import register_model
 
 VGG17_BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 
@@ -71,11 +71,7 @@ class VGGEncoder(nn.Module):
 
 
 @register_model
-def vgg17(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-          drop_path: float, spectral_norm: float, activation: str, shortcut: str,
-          conv_bias: bool = False) -> VGGEncoder:
-    """VGG17 (VGG19's conv layers); ``stem`` does not change it (see the module docstring).
-    The DDU ResNet options (``spectral_norm``, ``activation``, ``shortcut``) must stay at their defaults."""
-    check_cnn_kwargs("vgg17", norm, drop_path)
-    reject_resnet_options("vgg17", spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
+def vgg17(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, conv_bias: bool = False) -> VGGEncoder:
+    """VGG17 (VGG19's conv layers); neither ``stem`` nor ``img_size`` changes it (see the module docstring)."""
+    check_norm(norm)
     return VGGEncoder(VGG17_BLOCKS, norm, width, in_chans, conv_bias)

@@ -10,7 +10,7 @@
 Three options host the ViTs of other codebases as models of ours (defaults: the official layout):
 
 - ``class_token`` (False): prepend timm's learned class token (a prefix token: stage features
-  average the patch tokens only, see :func:`engine.features.pool_output`);
+  average the patch tokens only, see :func:`nc_control.layers.pool_output`);
 - ``pos_embed`` ('sincos'): ``'learned'`` keeps timm's trainable position embedding, one row per
   token, the class token included;
 - ``global_pool`` ('avg'): ``'token'`` takes the class token after the final LayerNorm as the
@@ -22,9 +22,8 @@ plain tensor, absent from its state_dict). A class token needs a learned positio
 
 ViT-Tiny: 12 blocks, width 192, 3 heads; ViT-Small: 12 blocks, width 384, 6 heads.
 ``img_size`` must be a multiple of ``patch_size`` (e.g. 32 px with patch 8, 28 px with patch 4).
-ViTs always use LayerNorm and a patch embedding: ``norm='gn_ws'``, ``stem='cifar'`` and
-``width != 1`` are rejected, as are the DDU ResNet options (``spectral_norm``, ``activation``,
-``shortcut``) away from their defaults. Hookable stages: ``block0`` .. ``block11`` (B x N x D, N tokens).
+ViTs always use LayerNorm and a patch embedding; the CNN options (``norm``, ``stem``, ``width``
+and the DDU ResNet options) must stay at their defaults (:data:`models.defaults.ARCHS`). Hookable stages: ``block0`` .. ``block11`` (B x N x D, N tokens).
 No pretrained weights are used. Initialization is timm's (every Linear trunc_normal(0.02) with zero
 bias, LayerNorms one and zero, the patch embedding PyTorch's default), which is the official
 ``_init_vit_weights``; the classifier gets the same (:meth:`ViTEncoder.init_classifier`).
@@ -37,7 +36,7 @@ import timm
 import torch
 from torch import nn
 
-from models.registry import register_model, reject_resnet_options
+from models.registry import register_model
 
 SINCOS_TEMPERATURE = 10000.0
 POS_EMBEDS = ("sincos", "learned")
@@ -88,17 +87,8 @@ class ViTEncoder(nn.Module):
         return self.vit.forward_head(self.vit.forward_features(x), pre_logits=True)
 
 
-def _build_vit(arch: str, timm_name: str, *, norm: str, stem: str, width: float, in_chans: int, img_size: int,
-               patch_size: int, drop_path: float, spectral_norm: float, activation: str, shortcut: str,
+def _build_vit(arch: str, timm_name: str, *, in_chans: int, img_size: int, patch_size: int, drop_path: float,
                class_token: bool, pos_embed: str, global_pool: str) -> ViTEncoder:
-    reject_resnet_options(arch, spectral_norm=spectral_norm, activation=activation, shortcut=shortcut)
-    if norm == "gn_ws":
-        raise ValueError(f"{arch} uses LayerNorm; norm='gn_ws' applies to CNNs only, leave norm at its default")
-    if stem != "imagenet":
-        raise ValueError(f"{arch} has a patch embedding, not a CNN stem; for small images set patch_size "
-                         f"(e.g. img_size=32, patch_size=8) and leave stem='imagenet'")
-    if width != 1.0:
-        raise ValueError(f"{arch} has a fixed width; width applies to CNNs only, set width=1.0")
     if patch_size < 1 or img_size < patch_size or img_size % patch_size:
         raise ValueError(f"{arch}: img_size ({img_size}) must be a positive multiple of patch_size ({patch_size})")
     if pos_embed not in POS_EMBEDS:
@@ -114,22 +104,12 @@ def _build_vit(arch: str, timm_name: str, *, norm: str, stem: str, width: float,
 
 
 @register_model
-def vit_tiny(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-             drop_path: float, spectral_norm: float, activation: str, shortcut: str,
-             class_token: bool = False, pos_embed: str = "sincos", global_pool: str = "avg") -> ViTEncoder:
+def vit_tiny(**options) -> ViTEncoder:
     """ViT-Tiny (embed_dim 192)."""
-    return _build_vit("vit_tiny", "vit_tiny_patch16_224", norm=norm, stem=stem, width=width, in_chans=in_chans,
-                      img_size=img_size, patch_size=patch_size, drop_path=drop_path,
-                      spectral_norm=spectral_norm, activation=activation, shortcut=shortcut,
-                      class_token=class_token, pos_embed=pos_embed, global_pool=global_pool)
+    return _build_vit("vit_tiny", "vit_tiny_patch16_224", **options)
 
 
 @register_model
-def vit_small(*, norm: str, stem: str, width: float, in_chans: int, img_size: int, patch_size: int,
-              drop_path: float, spectral_norm: float, activation: str, shortcut: str,
-              class_token: bool = False, pos_embed: str = "sincos", global_pool: str = "avg") -> ViTEncoder:
+def vit_small(**options) -> ViTEncoder:
     """ViT-Small (embed_dim 384)."""
-    return _build_vit("vit_small", "vit_small_patch16_224", norm=norm, stem=stem, width=width, in_chans=in_chans,
-                      img_size=img_size, patch_size=patch_size, drop_path=drop_path,
-                      spectral_norm=spectral_norm, activation=activation, shortcut=shortcut,
-                      class_token=class_token, pos_embed=pos_embed, global_pool=global_pool)
+    return _build_vit("vit_small", "vit_small_patch16_224", **options)

@@ -8,6 +8,7 @@ from torch import nn
 
 from nc_control.config import NCConfig
 from nc_control.etf import learnable_projector, random_projector, simplex_etf_projector
+from nc_control.layers import named_layers
 from nc_control.normalize import l2_normalize
 
 PROJECTOR_EPS = 1e-8   # F.normalize eps after the projector in the official NC-OOD code
@@ -95,38 +96,11 @@ class ControlledNet(nn.Module):
         return self.nc.head_layer
 
     def named_layers(self) -> "OrderedDict[str, nn.Module]":
-        """Hookable layers in the order they run:
-
-        - the encoder stages (``layer1`` .. ``layer4``, ``block1`` .. ``block5``, ``block0`` .. ``block11``);
-        - ``'last_conv'`` (CNNs, from ``encoder.last_conv()``): the output of the backbone's last
-          convolution, before its norm, the residual add and the activation; it runs inside the
-          last stage and is listed just before it. The official evaluation's hook point;
-        - ``'encoder'``: the pooled embedding, B x embed_dim (what the entropy term sees);
-        - ``'projector_raw'`` and ``'projector'`` (only with a projector): the projector output
-          before and after its L2 normalization, B x output_dim;
-        - ``'head_input'`` (the L2-normalized embedding; only with ``l2_features``);
-        - ``'classifier'`` (output: the logits).
-
-        Any other module is reachable by its dotted path in ``named_modules()`` (see
-        :func:`engine.features.resolve_layers`); these names are aliases that hold across backbones.
-        """
-        stages = OrderedDict(self.encoder.stages())
-        for reserved in ("last_conv", "encoder", "projector_raw", "projector", "head_input", "classifier"):
-            if reserved in stages:
-                raise ValueError(f"encoder stage name {reserved!r} clashes with a ControlledNet layer name")
-        last_conv = self.encoder.last_conv() if callable(getattr(self.encoder, "last_conv", None)) else None
-        layers = OrderedDict(list(stages.items())[:-1])
-        if last_conv is not None:
-            layers["last_conv"] = last_conv
-        layers.update(list(stages.items())[-1:])
-        layers["encoder"] = self.encoder_out
-        if self.projector_out is not None:
-            layers["projector_raw"] = self.projector
-            layers["projector"] = self.projector_out
-        if self.head_input is not None:
-            layers["head_input"] = self.head_input
-        layers["classifier"] = self.classifier
-        return layers
+        """Hookable layers in the order they run, ``name -> module``: the encoder stages,
+        ``last_conv`` (CNNs), ``encoder``, ``projector_raw`` and ``projector`` (with a projector),
+        ``head_input`` (with ``l2_features``) and ``classifier``; the table of
+        :mod:`nc_control.layers` says what each is and how its output is pooled."""
+        return named_layers(self)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters an optimizer should update (the fixed ETF weights are excluded)."""

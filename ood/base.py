@@ -69,6 +69,13 @@ def check_classifier(weight: torch.Tensor | None, bias: torch.Tensor | None,
     return weight, bias
 
 
+def check_batch_size(scorer: str, batch_size: int) -> int:
+    """``batch_size`` (rows scored at a time) as an int >= 1; a ValueError naming the scorer otherwise."""
+    if batch_size < 1:
+        raise ValueError(f"{scorer} batch_size must be >= 1, got {batch_size}")
+    return int(batch_size)
+
+
 class Scorer(ABC):
     """Base class: holds the classifier, validates inputs, turns features into logits.
 

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from ood.base import Scorer, require_features
+from ood.base import Scorer, check_batch_size, require_features
 
 # Jitters tried in turn for the GMM covariances: 0, then 1e-20, 1e-19, ..., 1e-1, 1.
 # DDU tries 0, the smallest float64, then 10^e for e = -308..-1; jitters below ~1e-20 are
@@ -85,9 +85,7 @@ class GMMScorer(Scorer):
 
     def __init__(self, batch_size: int = 1024) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"gmm batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size("gmm", batch_size)
 
     def _fit(self, features, labels):
         x = features.to(torch.float64)
@@ -159,9 +157,7 @@ class MahalanobisScorer(Scorer):
 
     def __init__(self, batch_size: int = 4096) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"mahalanobis batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size("mahalanobis", batch_size)
 
     def _fit(self, features, labels):
         x = features.to(torch.float64)

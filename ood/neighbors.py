@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ood.base import Scorer, require_features
+from ood.base import Scorer, check_batch_size, require_features
 
 
 def l2_normalize(features: torch.Tensor) -> torch.Tensor:
@@ -34,10 +34,8 @@ class KNNScorer(Scorer):
         super().__init__()
         if k < 1:
             raise ValueError(f"knn k must be >= 1, got {k}")
-        if batch_size < 1:
-            raise ValueError(f"knn batch_size must be >= 1, got {batch_size}")
         self.k = int(k)
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size("knn", batch_size)
 
     @staticmethod
     def _compute_dtype(features: torch.Tensor) -> torch.dtype:

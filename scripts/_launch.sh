@@ -34,3 +34,40 @@ launch() {
         (set -x; "${cmd[@]}")
     fi
 }
+
+# `pretrain_paper ARCH VARIANT [pretrain.py flags]` pretrains one of the paper's ten models from its
+# recipe file, configs/paper/<ARCH>_<VARIANT>.yaml (VARIANT: baseline or nc), which holds every value of
+# the recipe (`pretrain.py --config FILE --print_config` prints them). The environment sets the paths,
+# the process counts (NPROC, NNODES, ... above) and the few switches a user flips; flags after the
+# script's name override anything (`bash scripts/pretrain_vit_nc.sh --epochs 50 --lr 1e-3`).
+#   DATA_DIR (ImageNet-100 with train/ and val/), SAVE_DIR, EXPT_NAME (<EXPT_NAME>.pth), WORKERS,
+#   BS (the global batch), NUM_EPOCHS, ALPHA, NORM (bn | gn_ws), PROJECTOR (etf | random),
+#   ENTROPY_BATCH (global | local)
+# The recipe's other numbers are the file's: a variable of the scripts' earlier versions that set one
+# (LR, WD, ...) is refused, naming the file and the flag, rather than silently ignored.
+RETIRED_VARS="LR:lr LR_BASE:lr WD:wd NUM_CLASS:num_classes INPUT_SIZE:image_size PATCH:patch_size
+    DROP_PATH:drop_path WARMUP_EPOCHS:warmup_epochs WARMUP_LR:warmup_lr MIN_LR:min_lr REPEATS:repeated_aug
+    OUTPUT_DIM:output_dim HIDDEN_MLP:hidden_mlp"
+SWITCH_VARS="WORKERS:workers BS:batch_size NUM_EPOCHS:epochs ALPHA:alpha NORM:norm PROJECTOR:projector
+    ENTROPY_BATCH:entropy_batch SAVE_DIR:save_dir"
+pretrain_paper() {
+    local arch="$1" variant="$2"; shift 2
+    local recipe="configs/paper/${arch}_${variant}.yaml" pair var flag
+    if [ ! -f "$ROOT/$recipe" ]; then
+        echo "error: no recipe $recipe; ARCH is one of vgg17 resnet18 resnet34 vit_tiny vit_small" >&2; exit 2
+    fi
+    for pair in $RETIRED_VARS; do
+        var=${pair%%:*} flag=${pair##*:}
+        if [ -n "${!var:-}" ]; then
+            echo "error: $var is not read any more: the recipe is $recipe; pass --$flag ${!var} or edit the file" >&2
+            exit 2
+        fi
+    done
+    local args=(--config "$ROOT/$recipe" --data "${DATA_DIR:-/data/datasets/ImageNet-100}")
+    for pair in $SWITCH_VARS; do
+        var=${pair%%:*} flag=${pair##*:}
+        if [ -n "${!var:-}" ]; then args+=("--$flag" "${!var}"); fi
+    done
+    if [ -n "${EXPT_NAME:-}" ]; then args+=(--ckpt_file "${EXPT_NAME}.pth" --expt_name "$EXPT_NAME"); fi
+    launch pretrain.py "${args[@]}" "$@"
+}

@@ -1,6 +1,4 @@
 #!/usr/bin/env bash
-# Pretrain VGG17 on ImageNet-100 (the official recipe: lr 0.006). Baseline: no projector, no entropy term.
+# Pretrain the VGG17 baseline on ImageNet-100 (configs/paper/vgg17_baseline.yaml: the official recipe at lr 0.006).
 set -euo pipefail
-export ARCH=vgg17 LR=${LR:-0.006}
-export EXPT_NAME=${EXPT_NAME:-vgg17_in100_baseline}
-exec bash "$(dirname "$0")/pretrain_resnet.sh" "$@"
+ARCH=vgg17 exec bash "$(dirname "$0")/pretrain_resnet.sh" "$@"

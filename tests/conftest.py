@@ -3,7 +3,7 @@ checkpoints of a baseline and an NC-controlled ResNet-18."""
 import pytest
 import torch
 
-from engine.checkpoint import save_checkpoint
+from core.checkpoint import save_checkpoint
 from models import build_model
 
 TINY_NC = {"output_dim": 64, "hidden_mlp": 256}

@@ -1,4 +1,4 @@
-"""The paper's claims and the 2 x 2 ablation (engine/claims.py) on hand-made summary tables, and
+"""The paper's claims and the 2 x 2 ablation (study/claims.py) on hand-made summary tables, and
 their files from summarize.py for one seed and over seeds."""
 import json
 import math
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import summarize
-from engine.claims import ARMS, CLAIMS, ablation, claims_over_seeds, hooks_in, mean_ci, seed_claims
-from engine.errors import UserError
-from engine.summary import layer_table, training_curves
+from study.claims import ARMS, CLAIMS, ablation, claims_over_seeds, hooks_in, mean_ci, seed_claims
+from core.errors import UserError
+from study.summary import layer_table, training_curves
 
 
 def row(model, layer, nc1, fpr, lp):

@@ -15,15 +15,16 @@ import torch
 import eval_ood
 import pretrain
 import summarize
-from engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from engine.config import parse_config
-from engine.errors import UserError
-from engine.evaluation import open_runs, resolve_layers
-from engine.features import get_features
-from engine.monitor import cap_per_class, false_positives
-from engine.ood_eval import OOD_DEFAULTS, OOD_TYPES
-from engine.trainer import (PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES, build_monitor, build_optimizer,
-                            build_pretrain_data, build_scheduler, check_recipe)
+from core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from core.config import parse_config
+from core.errors import UserError
+from evaluate.runs import open_runs, resolve_layers
+from features import get_features
+from train.monitor import cap_per_class, false_positives
+from evaluate.ood import OOD_DEFAULTS, OOD_TYPES
+from train.options import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES
+from train.recipes import build_optimizer, build_scheduler, check_recipe
+from train.run import build_monitor, build_pretrain_data
 from models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

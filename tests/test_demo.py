@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.summary import layer_table
+from study.summary import layer_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from engine.trainer import nc_loss
+from nc_control import control_loss
 from nc_control import EntropyRegularizer
 
 WORLD, LOCAL, DIM, CLASSES, ALPHA = 2, 6, 5, 3, 0.5
@@ -32,7 +32,7 @@ def global_batch():
 
 
 def loss_and_grads(model, x, y, entropy):
-    loss, _, _ = nc_loss(model(x), y, entropy, ALPHA, label_smoothing=0.1)
+    loss, _, _ = control_loss(model(x), y, entropy, ALPHA, label_smoothing=0.1)
     model.zero_grad()
     loss.backward()
     return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import eval_nc
-from engine.config import parse_config
-from engine.evaluation import features, id_spec, open_runs, probe
-from engine.features import get_features
-from engine.nc_eval import NC_DEFAULTS, NC_TYPES, layer_metrics
+from core.config import parse_config
+from evaluate.runs import features, id_spec, open_runs, probe
+from features import get_features
+from evaluate.nc import NC_DEFAULTS, NC_TYPES
+from evaluate.runs import layer_nc_metrics as layer_metrics
 from metrics.nc import nc_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def test_wrong_class_count_is_one_clear_line(tmp_path, tiny_ckpts):
 
 
 def test_a_ddu_style_checkpoint_evaluates(tmp_path):
-    from engine.checkpoint import save_checkpoint
+    from core.checkpoint import save_checkpoint
     from models import build_model
 
     model = build_model("resnet18", 6, stem="cifar", width=0.125, img_size=16, spectral_norm=3.0,

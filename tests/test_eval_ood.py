@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import eval_ood
-from engine.features import get_features
-from engine.probe import probe_logits, train_probe
+from features import get_features
+from evaluate.probe import probe_logits, train_probe
 from ood import detection_metrics
 
 COMMON = ["--max_per_class", "10", "--image_size", "16", "--probe_epochs", "2", "--device", "cpu"]

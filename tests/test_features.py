@@ -10,11 +10,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import data
-import engine.checkpoint
-import engine.features as features
-from engine.checkpoint import save_checkpoint
-from engine.errors import UserError
-from engine.features import FeatureSet, extract, get_features, pool_output
+import core.checkpoint
+import features.cache as features
+from core.checkpoint import save_checkpoint
+from core.errors import UserError
+from features import FeatureSet, extract, get_features
+from nc_control.layers import pool_output
 from models import build_model
 
 SPEC = dict(name="fashion_mnist", split="test", classes=[0, 1, 2, 3, 4, 5], max_per_class=8, image_size=32)
@@ -145,14 +146,14 @@ def test_cache_stores_exact_features_and_a_hit_never_runs_the_model(tmp_path, ck
                       batch_size=20, show_progress=False)
     assert isinstance(fs, FeatureSet) and fs.layers == ["encoder", "projector", "layer4"]
     x, y = images
-    ref = direct_features(engine.checkpoint.model_from_checkpoint(ckpt), x)
+    ref = direct_features(core.checkpoint.model_from_checkpoint(ckpt), x)
     for name in fs.layers:
         assert fs[name].dtype == torch.float32 and fs[name].shape == ref[name].shape
         torch.testing.assert_close(fs[name], ref[name], rtol=0, atol=1e-6)
     assert fs.labels.dtype == torch.long and torch.equal(fs.labels, y)
     assert fs.num_classes == 6 and len(fs) == 48
     meta = json.loads((fs.path / "meta.json").read_text())
-    assert meta["checkpoint"]["sha256"] == engine.checkpoint.file_hash(ckpt)
+    assert meta["checkpoint"]["sha256"] == core.checkpoint.file_hash(ckpt)
     every_layer = {"encoder": ("encoder_out", 64), "projector": ("projector_out", 64), "layer4": ("encoder.layer4", 64),
                    "layer1": ("encoder.layer1", 8), "layer2": ("encoder.layer2", 16), "layer3": ("encoder.layer3", 32),
                    "last_conv": ("encoder.layer4.1.conv2", 64), "projector_raw": ("projector", 64),
@@ -169,7 +170,7 @@ def test_cache_stores_exact_features_and_a_hit_never_runs_the_model(tmp_path, ck
     def must_not_run(*args, **kwargs):
         raise AssertionError("the model was rebuilt on a cache hit")
 
-    monkeypatch.setattr(engine.checkpoint, "model_from_checkpoint", must_not_run)
+    monkeypatch.setattr(core.checkpoint, "model_from_checkpoint", must_not_run)
     monkeypatch.setattr(features, "extract", must_not_run)
     again = get_features(ckpt, {**SPEC, "root": None, "seed": 0}, ["projector", "encoder"], cache_dir=cache,
                          device="cpu", show_progress=False)
@@ -206,7 +207,7 @@ def test_new_weights_at_the_same_path_rebuild_the_entry(tmp_path, ckpt):
     new = get_features(ckpt, SPEC, ["encoder"], cache_dir=cache, device="cpu", show_progress=False)
     assert new.path != old.path and sorted(p.name for p in cache.iterdir()) == sorted([old.path.name, new.path.name])
     assert not torch.allclose(new["encoder"], old["encoder"])
-    assert new.meta["checkpoint"]["sha256"] == engine.checkpoint.file_hash(ckpt)
+    assert new.meta["checkpoint"]["sha256"] == core.checkpoint.file_hash(ckpt)
 
 
 def test_an_interrupted_extraction_leaves_nothing_behind(tmp_path, ckpt, monkeypatch):

@@ -16,14 +16,14 @@ import torchvision
 from torch import nn
 
 import convert as convert_entry
-import engine.checkpoint
+import core.checkpoint
 import eval_nc
 import eval_ood
 import pretrain
 import train_lp
 from data import build_dataset
-from engine.checkpoint import load_checkpoint, model_from_checkpoint
-from engine.features import get_features
+from core.checkpoint import load_checkpoint, model_from_checkpoint
+from features import get_features
 from models.foreign import convert
 
 from official_models import (OfficialResNet, OfficialVGG, OfficialViT, cnn_epoch_checkpoint, stock_timm_vit,
@@ -131,7 +131,7 @@ def assert_features_equal(fs, expected: dict[str, torch.Tensor]) -> None:
 def cached(path, split, layers, cache_dir, monkeypatch, foreign=None, **spec):
     """Features the evaluator cached (a hit: extracting again would fail)."""
     with monkeypatch.context() as patch:
-        patch.setattr(engine.checkpoint, "model_from_checkpoint", None)
+        patch.setattr(core.checkpoint, "model_from_checkpoint", None)
         return get_features(path, {**ID_SPEC, "split": split, **spec}, layers, cache_dir=cache_dir,
                             show_progress=False, foreign={**INFERRED, "img_size": PX, **(foreign or {})})
 
@@ -160,10 +160,11 @@ def test_a_converted_official_checkpoint_gives_the_logits_of_the_model_it_was_sa
     with torch.no_grad():
         enc, proj, logits = model(x, embed=True)
         mine = ours(x, return_all=True)
-    torch.testing.assert_close(mine[2], logits, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(mine[0], enc, rtol=1e-4, atol=1e-5)
-    if kind == "nc":
-        torch.testing.assert_close(mine[1], proj, rtol=1e-4, atol=1e-5)
+    # float32 through 17-34 layers in another order of operations (the official weight standardization and
+    # GroupNorm are written differently): the absolute error is bounded relative to the tensor's scale, as in
+    # assert_features_equal above (the bare 1e-5 of earlier versions failed on some CPUs by 3.7e-5)
+    for a, b in [(mine[2], logits), (mine[0], enc)] + ([(mine[1], proj)] if kind == "nc" else []):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(float(b.abs().max()), 1.0))
 
 
 def test_eval_nc_on_official_resnets_measures_the_features_of_the_official_models(tmp_path, official, monkeypatch):
@@ -266,7 +267,7 @@ def test_a_stock_timm_vit_tiny_patch16_224_state_dict(tmp_path, monkeypatch):
     with torch.no_grad():
         expected["encoder"] = model.forward_head(model.forward_features(images), pre_logits=True)
     with monkeypatch.context() as patch:
-        patch.setattr(engine.checkpoint, "model_from_checkpoint", None)
+        patch.setattr(core.checkpoint, "model_from_checkpoint", None)
         fs = get_features(path, {**ID_SPEC, "max_per_class": 2, "image_size": 224, "split": "train"},
                           list(expected), cache_dir=cache, show_progress=False, foreign={**INFERRED, "img_size": 224})
     assert_features_equal(fs, expected)
@@ -321,7 +322,7 @@ def test_the_converter_writes_a_checkpoint_pretrain_starts_from(tmp_path, offici
     eval_nc.main(["--ckpt", str(out), "--layers", "layer4", "encoder", "projector", "--cache_dir", str(cache),
                   "--out_dir", str(tmp_path / "nc"), *COMMON])
     with monkeypatch.context() as patch:
-        patch.setattr(engine.checkpoint, "model_from_checkpoint", None)
+        patch.setattr(core.checkpoint, "model_from_checkpoint", None)
         mine = get_features(out, {**ID_SPEC, "split": "train"}, ["layer4", "encoder", "projector"], cache_dir=cache,
                             show_progress=False)
     assert_features_equal(mine, reference(model, id_images("train"), {"layer4": model.layer4}))
@@ -427,5 +428,5 @@ def test_model_flags_contradicting_our_own_checkpoint_are_an_error(tiny_ckpts, t
 
 def test_training_reads_ours_only_and_names_the_converter(official):
     _, path = official("vgg17_base")
-    with pytest.raises(engine.checkpoint.UserError, match="convert_official.sh"):
+    with pytest.raises(core.checkpoint.UserError, match="convert_official.sh"):
         load_checkpoint(path)

@@ -12,10 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import models
-from engine.checkpoint import save_checkpoint
-from engine.errors import UserError
-from engine.evaluation import open_runs, resolve_layers as eval_layers
-from engine.features import describe_layers, extract, get_features, resolve_layers
+from core.checkpoint import save_checkpoint
+from core.errors import UserError
+from evaluate.runs import open_runs, resolve_layers as eval_layers
+from features import describe_layers, extract, get_features, resolve_layers
 from models.layers import WS_EPS
 
 PX, CLASSES, WIDTH = 32, 5, 0.125

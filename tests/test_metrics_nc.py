@@ -273,3 +273,21 @@ def test_update_leaves_the_callers_features_untouched():
     before = x.clone()
     ClassStats(2, 3).update(x, torch.tensor([0, 1] * 4))
     assert torch.equal(x, before)
+
+
+def test_the_one_list_of_metrics_is_what_every_table_reads():
+    from metrics.nc import NC_METRICS, metric_keys
+
+    x, y = torch.randn(60, 5, dtype=torch.float64), torch.arange(60) % 3
+    w, b = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    assert list(nc_metrics(x, y, 3)) == [m.key for m in NC_METRICS if m.needs == "stats"]
+    assert list(nc_metrics(x, y, 3, w, b)) == [m.key for m in NC_METRICS]
+    assert metric_keys(collapse=True) == ["nc1", "nc1_cdnv", "vci"]
+    assert metric_keys(log_scale=True) == ["nc1", "nc1_cdnv"]
+    assert set(metric_keys(table=True)) >= {"nc1", "vci", "nc3", "nc4", "bias_collapse"}
+    from evaluate.nc import TABLE_COLUMNS
+    from evaluate.transfer import COLLAPSE_KEYS
+    from study.vci_study import METRICS
+    from train.monitor import COLLAPSE_METRICS
+    assert TABLE_COLUMNS[-len(metric_keys(table=True)):] == metric_keys(table=True)
+    assert list(COLLAPSE_KEYS) == list(COLLAPSE_METRICS) == list(METRICS) == metric_keys(collapse=True)

@@ -276,3 +276,32 @@ def test_vgg_accepts_28px_grayscale():
     seen, (enc, _, logits) = run_with_hooks(model, images(px=28, chans=1))
     assert dict(seen)["block5"] == (B, 64, 1, 1) and logits.shape == (B, CLASSES)
     assert math.isfinite(enc.sum().item())
+
+
+def test_every_architecture_has_its_default_configuration():
+    from models.defaults import ARCHS
+    from models.registry import OPTION_DEFAULTS
+
+    assert set(ARCHS) == set(models.list_models())
+    for arch, d in ARCHS.items():
+        assert set(d.options) <= set(OPTION_DEFAULTS), arch
+        cnn = d.family == "cnn"
+        assert (d.crop_interpolation, d.channels_last, d.hook_layer, d.probe_recipe) == (
+            ("bilinear", True, "last_conv", "cnn") if cnn else ("bicubic", False, "encoder", "vit")), arch
+        model = models.build_model(arch, CLASSES, **(dict(width=W) if cnn else dict(img_size=PX, patch_size=8)))
+        assert d.hook_layer in model.named_layers()
+
+
+def test_the_scripts_read_the_defaults_without_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(models.__file__).parent / "defaults.py"
+    out = subprocess.run([sys.executable, "-X", "importtime", str(script), "vit_small"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == [
+        "DEFAULT_HOOK_LAYER=encoder", "DEFAULT_PROJECTOR_LAYER=projector", "DEFAULT_PROBE_RECIPE=vit",
+        "DEFAULT_CIFAR_STATS=imagenet"]
+    assert "torch" not in out.stderr  # the import-time log names every module imported
+    bad = subprocess.run([sys.executable, str(script), "alexnet"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown arch 'alexnet'")

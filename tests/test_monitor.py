@@ -1,4 +1,4 @@
-"""The per-epoch collapse monitor (engine/monitor.py) and its pretrain.py flags: the numbers it logs
+"""The per-epoch collapse monitor (train/monitor.py) and its pretrain.py flags: the numbers it logs
 are the NC metrics of the layers on the fixed training subset, it never changes what is trained,
 and a layer the model lacks is a one-line error before any file is written."""
 import json
@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Subset
 
 import pretrain
 from data import build_dataset
-from engine.checkpoint import load_checkpoint, model_from_checkpoint
-from engine.monitor import EpochMonitor, cap_per_class, collapse_key
+from core.checkpoint import load_checkpoint, model_from_checkpoint
+from train.monitor import EpochMonitor, cap_per_class, collapse_key
 from metrics.nc import nc_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoint import load_checkpoint
+from core.checkpoint import load_checkpoint
 from tests.test_pretrain import NC, TINY, failure_excerpt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,4 +110,4 @@ def test_slurm_example_starts_one_torchrun_per_node(tmp_path):
         assert cmd[1:3] == ["-m", "torch.distributed.run"]
         assert {"--nnodes=2", "--nproc_per_node=4", f"--node_rank={node}", "--master_addr=gpu-a",
                 "--master_port=29500"} <= set(cmd)
-        assert cmd[-2:] == ["--epochs", "3"] and "-j" in cmd and cmd[cmd.index("-j") + 1] == "8"
+        assert cmd[-2:] == ["--epochs", "3"] and cmd[cmd.index("--workers") + 1] == "8"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pretrain
-from engine.checkpoint import load_checkpoint
+from core.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "fashion_mnist", "--classes", "0", "1", "2", "3", "4", "5", "--num_classes", "6",

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
-from engine.probe import L2_GRID, ProbeResult, probe_logits, train_probe
+from evaluate.probe import L2_GRID, ProbeResult, probe_logits, train_probe
 
 
 def gaussian_clusters(n_per_class: int, seed: int, classes: int = 5, dim: int = 32, spread: float = 0.5):
@@ -139,7 +139,7 @@ def test_vit_recipe_draws_each_sample_three_times_per_epoch_in_2048_sample_steps
     x, y = gaussian_clusters(130, seed=0)  # 650 samples -> 650 // 256 * 256 = 512 positions per epoch
     res = train_probe(x, y, 5, recipe="vit", epochs=2, device="cpu")
     assert all(r["train_acc"] * 512 == pytest.approx(round(r["train_acc"] * 512)) for r in res.history)
-    from engine.probe import _epoch_order
+    from evaluate.probe import _epoch_order
 
     order = _epoch_order(650, 3, torch.Generator().manual_seed(0)).tolist()
     assert len(order) == 512 and all(order[i] == order[i + 1] == order[i + 2] for i in range(0, 510, 3))
@@ -172,10 +172,10 @@ def test_paper_scripts_probe_with_their_architectures_recipe(script, recipe):
     import subprocess
     from pathlib import Path
 
-    from engine.config import parse_config
-    from engine.nc_eval import NC_DEFAULTS, NC_TYPES
-    from engine.ood_eval import OOD_DEFAULTS, OOD_TYPES
-    from engine.transfer import TRANSFER_DEFAULTS, TRANSFER_TYPES
+    from core.config import parse_config
+    from evaluate.nc import NC_DEFAULTS, NC_TYPES
+    from evaluate.ood import OOD_DEFAULTS, OOD_TYPES
+    from evaluate.transfer import TRANSFER_DEFAULTS, TRANSFER_TYPES
 
     root = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROBE") and k not in ("ARCH", "EXPT_NAME")}
@@ -192,8 +192,8 @@ def test_paper_scripts_probe_with_their_architectures_recipe(script, recipe):
 def test_unknown_probe_recipe_is_a_clear_error_before_any_extraction(tiny_ckpts):
     from argparse import Namespace
 
-    from engine.errors import UserError
-    from engine.evaluation import open_runs
+    from core.errors import UserError
+    from evaluate.runs import open_runs
 
     with pytest.raises(UserError, match="--probe_recipe must be one of cnn, vit"):
         open_runs(Namespace(ckpt=[str(tiny_ckpts["base"])], names=[], probe_recipe="deit"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 from torchvision.transforms import InterpolationMode, v2
 
-from engine.config import parse_config
-from engine.errors import UserError
-from engine.trainer import PRETRAIN_DEFAULTS, PRETRAIN_TYPES, build_pretrain_data
+from core.config import parse_config
+from core.errors import UserError
+from train.options import PRETRAIN_DEFAULTS, PRETRAIN_TYPES
+from train.run import build_pretrain_data
 
 
 def crop_of(dataset) -> v2.RandomResizedCrop:

@@ -1,4 +1,4 @@
-"""The training recipes of engine.recipes: the official ViT recipe (batch-scaled lr, timm's parameter
+"""The training recipes of train.recipes: the official ViT recipe (batch-scaled lr, timm's parameter
 groups, timm's cosine schedule, repeated augmentation) beside the official CNN recipe (the defaults),
 and an exact resume of a tiny ViT trained with the ViT recipe."""
 import json
@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import pretrain
-from engine import trainer
-from engine.checkpoint import load_checkpoint
-from engine.config import parse_config
-from engine.errors import UserError
-from engine.recipes import (build_optimizer, build_scheduler, check_recipe, drop_last_batch, learning_rate,
+from train import loop as trainer
+from core.checkpoint import load_checkpoint
+from core.config import parse_config
+from core.errors import UserError
+from train.recipes import (build_optimizer, build_scheduler, check_recipe, drop_last_batch, learning_rate,
                             step_scheduler, train_sampler)
-from engine.trainer import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES
+from train.options import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES
 from models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

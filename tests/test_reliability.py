@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import engine.io as io_
-from engine.io import atomic_torch_save, atomic_write_text
+import core.io as io_
+from core.io import atomic_torch_save, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON_ENV = dict(os.environ, PYTHONPATH=str(ROOT), TQDM_DISABLE="1", OMP_NUM_THREADS="1")
@@ -39,7 +39,7 @@ def test_written_files_honour_the_umask_like_a_plain_open(tmp_path, umask, mask,
 
 
 def test_feature_cache_folders_honour_the_umask(tmp_path, umask, tiny_ckpts):
-    from engine.features import get_features
+    from features import get_features
 
     umask(0o022)
     fs = get_features(tiny_ckpts["base"], dict(name="digits", split="test", max_per_class=2, image_size=16),
@@ -50,7 +50,7 @@ def test_feature_cache_folders_honour_the_umask(tmp_path, umask, tiny_ckpts):
 
 SLOW_WRITER = """
 import sys, time
-from engine.io import _atomic
+from core.io import _atomic
 def write(tmp):
     with open(tmp, "w") as f:
         f.write("half a checkpoint")
@@ -117,7 +117,7 @@ TYPES = {"classes": list[int], "data": str, "milestones": list[int]}
 
 
 def from_yaml(tmp_path, text, *flags):
-    from engine.config import parse_config
+    from core.config import parse_config
 
     path = tmp_path / "c.yaml"
     path.write_text(text)
@@ -156,7 +156,7 @@ def test_yaml_values_are_converted_by_the_type_of_their_key(tmp_path, text, key,
     ("milestones: [1, null]", "milestones element 1 must be an integer, not null"),
 ])
 def test_wrong_yaml_values_are_one_line_errors_naming_file_and_key(tmp_path, text, message):
-    from engine.config import ConfigError
+    from core.config import ConfigError
 
     with pytest.raises(ConfigError) as info:
         from_yaml(tmp_path, text)
@@ -171,7 +171,7 @@ def test_wrong_yaml_values_are_one_line_errors_naming_file_and_key(tmp_path, tex
     (["--lr"], "argument --lr: expected one argument"),
 ])
 def test_wrong_flags_are_one_line_errors(tmp_path, flags, message):
-    from engine.config import ConfigError
+    from core.config import ConfigError
 
     with pytest.raises(ConfigError) as info:
         from_yaml(tmp_path, "{}", *flags)
@@ -266,7 +266,7 @@ def test_cuda_without_a_gpu_is_one_line(capsys, tmp_path):
 
 def test_a_fresh_run_refuses_a_folder_holding_a_run_and_overwrite_replaces_it(capsys, run_copy):
     import pretrain
-    from engine.checkpoint import load_checkpoint
+    from core.checkpoint import load_checkpoint
 
     before = snapshot(run_copy)
     line = pretrain_error(capsys, TINY + ["--epochs", "1", "--save_dir", str(run_copy)])
@@ -315,7 +315,7 @@ def test_resume_with_more_epochs_continues_on_the_longer_schedule_and_records_it
     import yaml
 
     import pretrain
-    from engine.checkpoint import load_checkpoint
+    from core.checkpoint import load_checkpoint
 
     pretrain.main(TINY + ["--epochs", "3", "--save_dir", str(tmp_path / "full")])
     pretrain.main(TINY + ["--epochs", "2", "--save_dir", str(tmp_path / "short")])
@@ -351,7 +351,7 @@ def test_resume_with_more_epochs_continues_timms_schedule_too(tmp_path):
 def test_non_finite_weights_are_never_written_and_the_last_good_checkpoint_stays(capsys, tmp_path):
     import torch
 
-    from engine.checkpoint import load_checkpoint
+    from core.checkpoint import load_checkpoint
 
     # lr 3e8, one batch of all 60 images per epoch: epoch 1 (one step) ends finite, epoch 2's forward pass overflows BatchNorm's running_var
     # while its loss (on batch statistics) stays finite
@@ -372,7 +372,7 @@ CACHE_SPEC = dict(name="fashion_mnist", split="test", classes=[0, 1, 2, 3, 4, 5]
 
 
 def cached(ckpt, cache):
-    from engine.features import get_features
+    from features import get_features
 
     return get_features(ckpt, CACHE_SPEC, ["encoder", "layer2"], cache_dir=cache, device="cpu", show_progress=False)
 
@@ -394,7 +394,7 @@ def same_shape_noise(path: Path) -> None:
     (same_shape_noise, "changed since it was written (its SHA-256 differs"),
 ])
 def test_a_damaged_cache_file_is_named_and_its_entry_rebuilt(tmp_path, tiny_ckpts, damage, problem):
-    import engine.features as features
+    import features.entry as features
 
     cache = tmp_path / "cache"
     first = cached(tiny_ckpts["base"], cache)
@@ -422,18 +422,18 @@ def torch_equal(a, b) -> bool:
 def test_checksums_are_verified_once_per_process_and_file(tmp_path, tiny_ckpts, monkeypatch):
     import json
 
-    import engine.checkpoint
-    import engine.features as features
+    import core.checkpoint
+    import features.entry as features
 
     cache = tmp_path / "cache"
     first = cached(tiny_ckpts["base"], cache)  # written (and so verified) by this process: no hashing of its files
     files = json.loads((first.path / "meta.json").read_text())["files"]
     assert set(files) == {"labels.npy"} | {f"{layer}.npy" for layer in first.meta["layers"]}
     assert files["encoder.npy"] == {"size": (first.path / "encoder.npy").stat().st_size,
-                                    "sha256": engine.checkpoint.file_hash(first.path / "encoder.npy")}
+                                    "sha256": core.checkpoint.file_hash(first.path / "encoder.npy")}
     hashed = []
-    real_hash = engine.checkpoint.file_hash
-    monkeypatch.setattr(engine.checkpoint, "file_hash", lambda path, *a, **k: hashed.append(Path(path).name)
+    real_hash = core.checkpoint.file_hash
+    monkeypatch.setattr(core.checkpoint, "file_hash", lambda path, *a, **k: hashed.append(Path(path).name)
                         or real_hash(path, *a, **k))
     cached(tiny_ckpts["base"], cache)
     assert hashed == ["base.pth"]  # only the checkpoint, for the cache key
@@ -447,7 +447,7 @@ def test_checksums_are_verified_once_per_process_and_file(tmp_path, tiny_ckpts, 
 def test_entries_written_before_the_records_are_checked_by_their_headers(tmp_path, tiny_ckpts):
     import json
 
-    import engine.features as features
+    import features.entry as features
 
     cache = tmp_path / "cache"
     first = cached(tiny_ckpts["base"], cache)
@@ -544,11 +544,11 @@ def test_a_corrupt_image_read_by_a_worker_is_the_same_one_line_as_without_worker
 def test_entry_points_print_warnings_as_one_line():
     import warnings
 
-    from engine.errors import cli_main
+    from core.errors import cli_main
 
     @cli_main
     def entry():
-        return (warnings.formatwarning("the cache was rebuilt", UserWarning, "engine/features.py", 1),
+        return (warnings.formatwarning("the cache was rebuilt", UserWarning, "features/cache.py", 1),
                 warnings.formatwarning("old", DeprecationWarning, "x.py", 2))
 
     user, deprecation = entry()
@@ -560,7 +560,7 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_recorded_model_is_one_line(tm
     import torch
 
     import eval_nc
-    from engine.checkpoint import UserError, model_from_checkpoint
+    from core.checkpoint import UserError, model_from_checkpoint
 
     ckpt = torch.load(tiny_ckpts["base"], weights_only=True)
     ckpt["model_kwargs"]["width"] = 0.25  # the weights are those of width 0.125
@@ -603,8 +603,8 @@ def test_evaluating_other_classes_of_the_training_dataset_is_one_line(finished_r
 
 def test_older_checkpoints_are_checked_by_their_config_and_foreign_ones_not_at_all(finished_run):
     from data import parse_spec
-    from engine.checkpoint import UserError, load_checkpoint
-    from engine.evaluation import Run, trained_classes
+    from core.checkpoint import UserError, load_checkpoint
+    from evaluate.runs import Run, trained_classes
 
     ckpt = load_checkpoint(finished_run / "model.pth")
     assert ckpt["class_names"] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"]

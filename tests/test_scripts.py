@@ -1,18 +1,21 @@
 """The experiment scripts: the paper's full protocol as a dry run (every path checked, every
 command printed and parseable by its entry point), and the set-up script's no-op second run."""
+import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from data import parse_spec
-from engine.config import parse_config
-from engine.nc_eval import NC_DEFAULTS, NC_TYPES
-from engine.ood_eval import OOD_DEFAULTS, OOD_TYPES
-from engine.trainer import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES
-from engine.transfer import TRANSFER_DEFAULTS, TRANSFER_TYPES
+from core.config import parse_config
+from evaluate.nc import NC_DEFAULTS, NC_TYPES
+from evaluate.ood import OOD_DEFAULTS, OOD_TYPES
+from train.options import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES
+from evaluate.transfer import TRANSFER_DEFAULTS, TRANSFER_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH_VARS = ["DATA_DIR", "NINCO_DIR", "IMAGENET_R_DIR", "CIFAR100_DIR", "FLOWERS_DIR", "CUB_DIR", "AIRCRAFT_DIR",
@@ -164,3 +167,50 @@ def test_setup_second_run_is_a_quick_no_op():
     again = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], cwd=ROOT, capture_output=True, text=True,
                            timeout=60)
     assert again.returncode == 0 and again.stdout == ""
+
+
+def test_every_paper_command_resolves_to_the_recipe_of_before_the_recipes_were_files(tmp_path):
+    """The ten pretraining recipes moved from bash variables into configs/paper/*.yaml: every command of the
+    dry run resolves, value by value, to the configuration the scripts gave before (tests/fixtures)."""
+    before = json.loads((ROOT / "tests" / "fixtures" / "paper_commands.json").read_text())
+    result = dry_run(tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [shlex.split(line) for line in result.stdout.splitlines() if not line.startswith("#")]
+    now = parsed_commands(result.stdout)
+    assert len(now) == len(before) == 40
+    for cmd, (entry, cfg), old in zip(lines, now, before):
+        assert entry == old["entry"]
+        assert [a for a in cmd if a.startswith("--nproc_per_node")] == old["launcher"]
+        values = json.loads(json.dumps({k: v for k, v in vars(cfg).items() if k != "config"}).replace(str(tmp_path),
+                                                                                                      "<TMP>"))
+        assert values == old["config"], entry
+    recipes = [a for cmd in lines for a, b in zip(cmd, cmd[1:]) if a == "--config" and "paper" in b]
+    assert len(recipes) == 10  # every pretraining command reads its recipe file
+
+
+def test_print_config_prints_the_resolved_recipe_and_one_place_sets_the_vit_s_lr(tmp_path):
+    recipe = ROOT / "configs" / "paper" / "vit_small_nc.yaml"
+    out = subprocess.run([sys.executable, str(ROOT / "pretrain.py"), "--config", str(recipe), "--print_config"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    printed = yaml.safe_load(out.stdout)
+    assert (printed["arch"], printed["lr"], printed["lr_base_batch"], printed["batch_size"]) == ("vit_small", 4e-4, 512, 1024)
+    assert (printed["alpha"], printed["output_dim"], printed["hidden_mlp"], printed["repeated_aug"]) == (0.05, 384, 1536, 3)
+    lr_files = [p.name for p in (ROOT / "configs" / "paper").glob("*.yaml")
+                if "lr" in (yaml.safe_load(p.read_text()) or {}) and "vit_small" in p.name]
+    assert lr_files == ["vit_small_baseline.yaml"]  # the NC run inherits it: one place for the ViT-S lr
+
+
+def test_a_retired_recipe_variable_is_refused_with_the_file_and_the_flag(tmp_path):
+    env = script_env(tmp_path, DRY_RUN="1", LR="0.02")
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "pretrain_vgg_nc.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == ("error: LR is not read any more: the recipe is configs/paper/vgg17_nc.yaml; "
+                                     "pass --lr 0.02 or edit the file")
+    env = script_env(tmp_path, DRY_RUN="1", ALPHA="0.2", NORM="bn", BS="256", EXPT_NAME="mine")
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "pretrain_resnet_nc.sh"), "--epochs", "3"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    ((entry, cfg),) = parsed_commands(result.stdout)
+    assert (cfg.alpha, cfg.norm, cfg.batch_size, cfg.epochs, cfg.ckpt_file) == (0.2, "bn", 256, 3, "mine.pth")
+    assert (cfg.output_dim, cfg.lr) == (512, 0.01)  # the rest is the recipe file's

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import summarize
-from engine.config import parse_config
-from engine.trainer import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES, check_recipe
+from core.config import parse_config
+from train.options import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES
+from train.recipes import check_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """train_lp.py end to end on the embedded downstream sets with two tiny untrained checkpoints
 (a baseline and an NC-controlled one): rows, averages, the ID columns (ID top-1, log-odds gain,
-VCI / NC1 / CDNV), files, the feature cache, user errors; and the pure table logic of engine.transfer."""
+VCI / NC1 / CDNV), files, the feature cache, user errors; and the pure table logic of evaluate.transfer."""
 import json
 import math
 from argparse import Namespace
@@ -10,14 +10,14 @@ import torch
 import yaml
 from PIL import Image
 
-import engine.checkpoint
-import engine.evaluation
+import core.checkpoint
+import evaluate.runs
 import train_lp
 from data import build_dataset
-from engine.checkpoint import save_checkpoint
-from engine.nc_eval import layer_metrics
-from engine.probe import ProbeResult
-from engine.transfer import (AVERAGE, COLLAPSE_KEYS, TRANSFER_DEFAULTS, average_rows, depth_series, id_accuracy,
+from core.checkpoint import save_checkpoint
+from evaluate.runs import layer_nc_metrics as layer_metrics
+from evaluate.probe import ProbeResult
+from evaluate.transfer import (AVERAGE, COLLAPSE_KEYS, TRANSFER_DEFAULTS, average_rows, depth_series, id_accuracy,
                              id_columns, log_odds_gain, logit, parse_test_splits)
 from models import build_model
 
@@ -81,7 +81,7 @@ def test_results_config_and_figure_are_written(work, first_run):
     assert payload["config"]["out_name"] == "linear_probe" and payload["config"]["probe_epochs"] == 3
     csv_lines = (out / "linear_probe.csv").read_text().splitlines()
     assert csv_lines[0] == ("model,dataset,layer,depth,dim,best_acc,final_acc,n_train,n_test,"
-                            "id_acc,id_acc_from,log_odds_gain,vci,nc1,nc1_cdnv")
+                            "id_acc,id_acc_from,log_odds_gain,nc1,nc1_cdnv,vci")
     assert len(csv_lines) == 1 + len(first_run)
     assert (out / "linear_probe.md").read_text().startswith("| model | dataset | layer |")
     config = yaml.safe_load((out / "linear_probe.config.yaml").read_text())
@@ -95,7 +95,7 @@ def test_second_run_reads_the_cache_and_gives_the_same_rows(work, first_run, mon
     def no_model(*args, **kwargs):
         raise AssertionError("the model was rebuilt: the features were not read from the cache")
 
-    monkeypatch.setattr(engine.checkpoint, "model_from_checkpoint", no_model)
+    monkeypatch.setattr(core.checkpoint, "model_from_checkpoint", no_model)
     again = train_lp.main(lp_args(work, "--out_name", "again"))
     assert again == first_run
     assert (work / "out" / "again.json").is_file()
@@ -108,8 +108,8 @@ def test_rows_take_best_and_final_accuracy_from_the_probe(work, first_run, monke
         calls.append((train_x.shape, num_classes, kwargs))
         return ProbeResult(torch.zeros(num_classes, train_x.shape[1]), torch.zeros(num_classes), 0.25, 0.75)
 
-    monkeypatch.setattr(engine.checkpoint, "model_from_checkpoint", None)  # cached: the model is not needed
-    monkeypatch.setattr(engine.evaluation, "train_probe", fake_probe)
+    monkeypatch.setattr(core.checkpoint, "model_from_checkpoint", None)  # cached: the model is not needed
+    monkeypatch.setattr(evaluate.runs, "train_probe", fake_probe)
     rows = train_lp.main(lp_args(work, "--transfer", "digits", "--layers", "layer2", "--probe_solver", "lbfgs",
                                  "--out_name", "fake"))
     assert [(r["model"], r["dataset"], r["best_acc"], r["final_acc"]) for r in rows] == [
@@ -144,7 +144,7 @@ def test_splits_with_different_classes_fail_before_any_extraction(work, tmp_path
         for name in classes:
             (tmp_path / split / name).mkdir(parents=True)
             Image.new("RGB", (8, 8), (40, 80, 120)).save(tmp_path / split / name / "a.png")
-    monkeypatch.setattr(engine.checkpoint, "model_from_checkpoint", None)  # nothing may be extracted
+    monkeypatch.setattr(core.checkpoint, "model_from_checkpoint", None)  # nothing may be extracted
     with pytest.raises(SystemExit) as exit_info:
         train_lp.main(lp_args(work, "--transfer", f"pics=imagefolder:root={tmp_path}", "--out_name", "error"))
     assert exit_info.value.code == 2
@@ -212,18 +212,18 @@ def test_id_columns_of_the_end_to_end_rows(work, first_run):
     ID train features."""
     cfg = Namespace(**{**TRANSFER_DEFAULTS, "max_per_class": 10, "image_size": 16, "device": "cpu",
                        "cache_dir": str(work / "cache")})
-    spec = engine.evaluation.id_spec(cfg)
+    spec = evaluate.runs.id_spec(cfg)
     test_set = build_dataset(**spec.kwargs(image_size=16, max_per_class=10, seed=0), split="test")
     images = torch.stack([test_set[i][0] for i in range(len(test_set))])
     labels = torch.tensor([test_set[i][1] for i in range(len(test_set))])
-    for run in engine.evaluation.open_runs(Namespace(ckpt=[str(work / "base.pth"), str(work / "ours.pth")],
+    for run in evaluate.runs.open_runs(Namespace(ckpt=[str(work / "base.pth"), str(work / "ours.pth")],
                                                      names=["baseline", "ours"])):
-        model = engine.checkpoint.model_from_checkpoint(run.path)
+        model = core.checkpoint.model_from_checkpoint(run.path)
         with torch.no_grad():
             want_acc = float((model(images).argmax(1) == labels).double().mean())
         rows = [r for r in first_run if r["model"] == run.name]
         assert all(r["id_acc"] == pytest.approx(want_acc, abs=1e-12) and r["id_acc_from"] == "head" for r in rows)
-        train = engine.evaluation.features(cfg, run, spec, "train", [r["layer"] for r in rows])
+        train = evaluate.runs.features(cfg, run, spec, "train", [r["layer"] for r in rows])
         for row in (r for r in rows if r["dataset"] != AVERAGE):
             assert row["log_odds_gain"] == pytest.approx(logit(row["best_acc"]) - logit(want_acc), abs=1e-9)
             assert all(key not in row for key in COLLAPSE_KEYS)
@@ -239,14 +239,14 @@ def test_id_accuracy_prefers_the_last_val_acc1_of_the_history(tmp_path):
     path = save_checkpoint(tmp_path / "trained.pth", model=model, epoch=2, config={},
                            extra={"history": [{"epoch": 1, "val_acc1": 0.3}, {"epoch": 2, "val_acc1": 0.42}]})
     cfg = Namespace(**{**TRANSFER_DEFAULTS, "cache_dir": str(tmp_path / "no_cache")})
-    run, = engine.evaluation.open_runs(Namespace(ckpt=[str(path)], names=[]))
-    assert id_accuracy(cfg, run, engine.evaluation.id_spec(cfg)) == (0.42, "history")
+    run, = evaluate.runs.open_runs(Namespace(ckpt=[str(path)], names=[]))
+    assert id_accuracy(cfg, run, evaluate.runs.id_spec(cfg)) == (0.42, "history")
     assert not (tmp_path / "no_cache").exists()  # nothing was extracted
 
 
 def test_no_id_metrics_leaves_the_id_columns_empty(work, first_run, monkeypatch):
-    monkeypatch.setattr(engine.checkpoint, "model_from_checkpoint", None)
-    monkeypatch.setattr(engine.evaluation, "train_probe", lambda x, y, c, **kw: ProbeResult(
+    monkeypatch.setattr(core.checkpoint, "model_from_checkpoint", None)
+    monkeypatch.setattr(evaluate.runs, "train_probe", lambda x, y, c, **kw: ProbeResult(
         torch.zeros(c, x.shape[1]), torch.zeros(c), 0.5, 0.5))
     rows = train_lp.main(lp_args(work, "--transfer", "digits", "--layers", "encoder", "--no-id_metrics",
                                  "--dataset", "digits", "--out_name", "no_id"))  # the ID dataset is not even read

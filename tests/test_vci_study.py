@@ -13,11 +13,11 @@ import pytest
 from scipy import stats
 
 import vci_study
-from engine.config import parse_config
-from engine.errors import UserError
-from engine.transfer import AVERAGE, TRANSFER_DEFAULTS, TRANSFER_TYPES
-from engine.trainer import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES
-from engine.vci_study import (STUDY_DEFAULTS, STUDY_TYPES, agreement, correlation, correlation_table,
+from core.config import parse_config
+from core.errors import UserError
+from evaluate.transfer import AVERAGE, TRANSFER_DEFAULTS, TRANSFER_TYPES
+from train.options import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES
+from study.vci_study import (STUDY_DEFAULTS, STUDY_TYPES, agreement, correlation, correlation_table,
                               study_points)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,220 @@
+"""The paper's Table 1, Figure 1, its claims and the curves of training, from the evaluators' results.
+
+Reads ``nc.json`` (eval_nc.py), ``ood.json`` (eval_ood.py) and ``linear_probe.json``
+(train_lp.py) from one results folder and writes ``summary.{json,csv,md}``: one row per model
+and layer of :data:`TABLE_LAYERS` (the hook points ``last_conv`` and ``encoder``, the projector
+before and after its L2 normalization) with the ID top-1 of the layer's probe, NC1 and VCI
+(train split), FPR95 of the energy score per OOD set and their average, and the best probe
+top-1 per transfer set and their average. Figures: NC1 by layer for every model; NC1 against
+FPR95 and against transfer accuracy across all layers, with Pearson's R between log10(NC1) and
+the other axis. With the models ``baseline`` and ``ours`` it checks the paper's four claims on
+that seed (:mod:`study.claims`), prints them in words and writes ``claims.json``; with the
+training logs (``runs``) it copies their per-epoch records to ``curves.json`` and draws
+``nc1_over_training.png``.
+
+:func:`summarize_seeds` does the same over several seeds' folders: the claims with paired
+differences and confidence intervals, the 2 x 2 ablation, and the curves as mean +- std bands.
+:func:`ood_seed_table` gives the min / max / mean of a detection metric over seeds of
+``ood.json`` files (Haas et al., TMLR 2022).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.errors import UserError
+from core.io import atomic_write_text, iter_jsonl, read_json
+from core.plots import curves_over_training, metrics_vs_depth, scatter_with_pearson
+from core.tables import text_table, write_results
+from study import claims as C
+
+TABLE_LAYERS = ("last_conv", "encoder", "projector_raw", "projector")
+
+
+def _rows(folder: Path, name: str) -> list[dict]:
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run the evaluator that writes it first (see scripts/demo.sh)")
+    return read_json(path)["rows"]
+
+
+def layer_table(nc_rows: list[dict], ood_rows: list[dict], lp_rows: list[dict], scorer: str = "energy",
+                split: str = "train") -> list[dict]:
+    """Every (model, layer) that the three result sets share, in model then depth order."""
+    nc = {(r["model"], r["layer"]): r for r in nc_rows if r["split"] == split}
+    ood: dict[tuple, dict] = {}
+    for r in ood_rows:
+        if r["scorer"] == scorer:
+            ood.setdefault((r["model"], r["layer"]), {})[r["ood"]] = r
+    lp: dict[tuple, dict] = {}
+    for r in lp_rows:
+        lp.setdefault((r["model"], r["layer"]), {})[r["dataset"]] = r
+    rows = []
+    for key, n in nc.items():
+        if key not in ood or key not in lp:
+            continue
+        row = {"model": key[0], "layer": key[1], "depth": n["depth"], "id_acc": ood[key]["average"].get("id_acc"),
+               "nc1": n["nc1"], "vci": n["vci"]}
+        row.update({f"fpr95_{s}": r["fpr95"] for s, r in ood[key].items() if s != "average"})
+        row["fpr95_avg"] = ood[key]["average"]["fpr95"]
+        row.update({f"lp_{d}": r["best_acc"] for d, r in lp[key].items() if d != "average"})
+        row["lp_acc_avg"] = lp[key]["average"]["best_acc"]
+        rows.append(row)
+    return rows
+
+
+def summarize(results_dir: str | Path, out_dir: str | Path | None = None, scorer: str = "energy",
+              runs: str | Path | None = None) -> list[dict]:
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir or results_dir)
+    every_layer = layer_table(_rows(results_dir, "nc"), _rows(results_dir, "ood"), _rows(results_dir, "linear_probe"),
+                              scorer=scorer)
+    if not every_layer:
+        raise UserError(f"{results_dir}: the NC, OOD and probe results share no (model, layer); "
+                        f"run the three evaluators on the same checkpoints and layers")
+    table = [r for r in every_layer if r["layer"] in TABLE_LAYERS]
+    columns = list(dict.fromkeys(k for r in table for k in r if k != "depth"))
+    write_results(table, out_dir, "summary", columns=columns, bare_json=True)
+
+    series: dict[str, list[dict]] = {}
+    for r in every_layer:
+        series.setdefault(r["model"], []).append(r)
+    metrics_vs_depth(series, ["nc1", "vci", "fpr95_avg", "lp_acc_avg"], out_dir / "summary_by_layer.png",
+                     title="by layer: NC1 and VCI (train), FPR95 (energy, avg), transfer top-1 (avg)",
+                     log_metrics=["nc1"])
+    points = lambda key: {m: [(r["nc1"], r[key], r["layer"]) for r in rows] for m, rows in series.items()}
+    _, r_fpr, _ = scatter_with_pearson(points("fpr95_avg"), out_dir / "nc1_vs_fpr95.png", "NC1 (log scale)",
+                                       f"FPR95 ({scorer}, average over OOD sets)", "OOD detection", log_x=True)
+    _, r_lp, _ = scatter_with_pearson(points("lp_acc_avg"), out_dir / "nc1_vs_transfer.png", "NC1 (log scale)",
+                                      "linear-probe top-1 (average over transfer sets)", "transfer", log_x=True)
+    print(text_table(table, columns))
+    print(f"Pearson R across all layers: log10(NC1) vs FPR95 {r_fpr:+.2f}; log10(NC1) vs transfer top-1 {r_lp:+.2f}")
+    written = ["summary.json, .csv, .md", "summary_by_layer.png", "nc1_vs_fpr95.png", "nc1_vs_transfer.png"]
+    hooks = C.hooks_in([table])
+    if hooks:
+        by_hook = {hook: C.seed_claims(table, hook) for hook in hooks}
+        for hook, claims in by_hook.items():
+            where = "the paper's hook point" if hook == "last_conv" else "the pooled embedding"
+            print(f"The paper's claims on this seed, encoder read at {hook} ({where}):")
+            print(C.describe_seed_claims(claims))
+        atomic_write_text(out_dir / "claims.json", json_text(by_hook[hooks[0]]))
+        written.append(f"claims.json (at {hooks[0]})")
+    if runs is not None:
+        curves = training_curves(runs, list(series))
+        atomic_write_text(out_dir / "curves.json", json_text({"runs": str(runs), "models": curves}))
+        draw_collapse_over_training({m: [records] for m, records in curves.items()}, out_dir / "nc1_over_training.png",
+                                    title="collapse over training (one seed)")
+        written += ["curves.json", "nc1_over_training.png"]
+    print(f"wrote in {out_dir}: {', '.join(written)}")
+    return table
+
+
+def json_text(obj) -> str:
+    return json.dumps(obj, indent=2) + "\n"
+
+
+def training_curves(runs: str | Path, models: list[str]) -> dict[str, list[dict]]:
+    """The per-epoch records of each model's training log ``<runs>/<model>.log.jsonl`` (pretrain.py)."""
+    curves = {}
+    for model in models:
+        path = Path(runs) / f"{model}.log.jsonl"
+        if not path.is_file():
+            raise UserError(f"{path} is missing: --runs must be the folder of the checkpoints' training logs, one "
+                            f"<name>.log.jsonl per model named in the results ({', '.join(models)})")
+        curves[model] = list(iter_jsonl(path))
+    return curves
+
+
+def collapse_panels() -> list[tuple]:
+    """The panels of ``nc1_over_training.png``: NC1 at each hook point and projector layer, then top-1."""
+    panels = [(f"NC1 at {layer} (train subset)", [(f"nc1/{layer}", "-")], True) for layer in TABLE_LAYERS]
+    panels.append(("top-1: clean train subset (solid), validation (dashed)",
+                   [("clean_train_acc1", "-"), ("val_acc1", "--")], False))
+    return panels
+
+
+def draw_collapse_over_training(series: dict[str, list[list[dict]]], path: Path, title: str) -> Path:
+    return curves_over_training(series, collapse_panels(), path, title=title)
+
+
+def summarize_seeds(result_dirs: list[str | Path], out_dir: str | Path) -> list[dict]:
+    """The claims over several seeds' results folders (each already summarized): ``claims.{json,csv,md}``
+    at every hook point all seeds evaluated, the 2 x 2 ``ablation.{json,csv,md}`` when every seed has
+    the four arms, and ``nc1_over_training.png`` (mean +- std over seeds) when every seed has its curves."""
+    out_dir = Path(out_dir)
+    tables, curves = [], []
+    for folder in result_dirs:
+        path = Path(folder) / "summary.json"
+        if not path.is_file():
+            raise UserError(f"{path} is missing; run summarize.py --results {folder} first")
+        tables.append(read_json(path))
+        curve_file = Path(folder) / "curves.json"
+        curves.append(read_json(curve_file)["models"] if curve_file.is_file() else None)
+    hooks = C.hooks_in(tables)
+    if not hooks:
+        raise UserError(f"no hook point ({', '.join(C.HOOKS)}) was evaluated for both 'baseline' and 'ours' in every "
+                        f"seed; evaluate one of them with --layers and name the checkpoints --names baseline ours")
+    extra = {"results": [str(d) for d in result_dirs], "hooks": hooks, "confidence": C.CONFIDENCE}
+    rows = C.claims_over_seeds(tables, hooks)
+    write_results(rows, out_dir, "claims", extra=extra)
+    print(f"The paper's claims over {len(tables)} seeds (mean +- std; paired difference ours - other with its "
+          f"{C.CONFIDENCE:.0%} CI, Student t):")
+    print(C.describe_claims_over_seeds(rows))
+    written = ["claims.json, .csv, .md"]
+    if all(C.has_arms(t, C.ARMS) for t in tables):
+        effects = C.ablation(tables, hooks)
+        write_results(effects, out_dir, "ablation", extra=extra)
+        print(f"The 2 x 2 (main effects of the entropy term and of the projector, their interaction; "
+              f"{C.CONFIDENCE:.0%} CI over seeds):")
+        print(C.describe_ablation(effects))
+        written.append("ablation.json, .csv, .md")
+    if all(c is not None for c in curves):
+        models = list(dict.fromkeys(m for c in curves for m in c))
+        series = {m: [c[m] for c in curves if m in c] for m in models}
+        draw_collapse_over_training(series, out_dir / "nc1_over_training.png",
+                                    title=f"collapse over training: mean +- std over {len(curves)} seeds")
+        written.append("nc1_over_training.png")
+    print(f"wrote in {out_dir}: {', '.join(written)}")
+    return rows
+
+
+SEED_KEY = ("model", "layer", "scorer", "ood")
+
+
+def ood_seed_table(ood_files: list[str | Path], metric: str = "auroc") -> list[dict]:
+    """Min / max / mean of ``metric`` over seeds for each (model, layer, scorer, ood) of several
+    ``ood.json`` files (eval_ood.py), one value per file, as Haas, Yolland & Rabus (TMLR 2022,
+    Tables 4 and 5) report AUROC over independently seeded models. The files of one seed may be
+    split (e.g. one per model or layer), so a key need not be in every file; ``n_seeds`` counts
+    its values. Rows keep the order in which their keys first appear."""
+    paths = [Path(f) for f in ood_files]
+    repeated = sorted({str(p) for p in paths if paths.count(p) > 1})
+    if repeated:
+        raise UserError(f"{', '.join(repeated)} given more than once; pass each seed's ood.json once")
+    values: dict[tuple, list[float]] = {}
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"{path} is missing; run eval_ood.py for that seed first (it writes <out_dir>/<out_name>.json)")
+        seen = set()
+        for row in read_json(path)["rows"]:
+            key = tuple(row[k] for k in SEED_KEY)
+            if key in seen:
+                raise UserError(f"{path} holds two rows for {dict(zip(SEED_KEY, key))}; give each checkpoint a "
+                                f"distinct --names")
+            seen.add(key)
+            if row.get(metric) is None:
+                raise UserError(f"{path} has no '{metric}' value for {dict(zip(SEED_KEY, key))}; pick one of "
+                                f"{', '.join(k for k, v in row.items() if k not in SEED_KEY and v is not None)}")
+            values.setdefault(key, []).append(float(row[metric]))
+    return [{**dict(zip(SEED_KEY, key)), "n_seeds": len(v), f"{metric}_min": min(v), f"{metric}_max": max(v),
+             f"{metric}_mean": sum(v) / len(v)} for key, v in values.items()]
+
+
+def summarize_ood_seeds(ood_files: list[str | Path], out_dir: str | Path, metric: str = "auroc",
+                        name: str = "ood_seeds") -> list[dict]:
+    """:func:`ood_seed_table` written as ``<name>.{json,csv,md}`` under ``out_dir`` and printed."""
+    rows = ood_seed_table(ood_files, metric)
+    write_results(rows, out_dir, name, extra={"metric": metric, "files": [str(f) for f in ood_files]})
+    print(text_table(rows))
+    print(f"wrote {out_dir}/{name}.json, .csv, .md")
+    return rows
