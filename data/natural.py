@@ -35,7 +35,6 @@ nor say which file is wrong) and keeps the labels of the other datasets in priva
 from __future__ import annotations
 
 import functools
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -43,41 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchvision.datasets import Flowers102
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from data.dataset import DatasetError, FileImageDataset, TensorImageDataset
+from data.files import class_folders, locate, malformed, read_lines, read_mat, require, scan_folder, with_sources
 from data.registry import register
 
 IMAGENET100_CLASSES_FILE = Path(__file__).with_name("imagenet100_classes.txt")
-
-
-# ----------------------------------------------------------------------------- locating files
-
-def locate(name: str, root: Path | None, folder: str, required: str, what: str) -> Path:
-    """The directory holding ``required``: ``root/folder`` or else ``root`` itself."""
-    if root is None:
-        raise DatasetError(f"{name}: no root given; pass root=<folder holding {folder}/>, with {what} in it")
-    for base in (root / folder, root):
-        if (base / required).exists():
-            return base
-    raise DatasetError(f"{name}: {root} has no {folder}/{required}; put {what} there")
-
-
-def require(name: str, base: Path, relative: str, what: str) -> Path:
-    """``base/relative``, which must exist."""
-    path = base / relative
-    if not path.exists():
-        raise DatasetError(f"{name}: {base} has no {relative}; put {what} there")
-    return path
-
-
-def _read_lines(path: Path) -> list[str]:
-    with open(path) as handle:
-        return [line.strip() for line in handle if line.strip()]
-
-
-def _malformed(name: str, path: Path, problem: str, what: str) -> DatasetError:
-    return DatasetError(f"{name}: {path} {problem}; replace it with {what}")
 
 
 # ----------------------------------------------------------------------------- CIFAR
@@ -88,19 +58,19 @@ def _unpickle(path: Path, name: str, what: str) -> dict:
         with open(path, "rb") as handle:
             content = pickle.load(handle, encoding="latin1")
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as error:
-        raise _malformed(name, path, f"is not a CIFAR python batch ({type(error).__name__}: {error})", what) from None
+        raise malformed(name, path, f"is not a CIFAR python batch ({type(error).__name__}: {error})", what) from None
     if not isinstance(content, dict):
-        raise _malformed(name, path, "is not a CIFAR python batch (not a dict)", what)
+        raise malformed(name, path, "is not a CIFAR python batch (not a dict)", what)
     return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in content.items()}
 
 
 def _cifar_batch(path: Path, name: str, label_key: str, what: str) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path, name, what)
     if "data" not in batch or label_key not in batch:
-        raise _malformed(name, path, f"lacks the keys 'data' and '{label_key}'", what)
+        raise malformed(name, path, f"lacks the keys 'data' and '{label_key}'", what)
     data, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
-        raise _malformed(name, path, f"holds data {data.dtype} {data.shape} and {labels.shape} labels, "
+        raise malformed(name, path, f"holds data {data.dtype} {data.shape} and {labels.shape} labels, "
                          "not uint8 N x 3072 with N labels", what)
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
@@ -113,10 +83,10 @@ def _cifar_arrays(name: str, base: Path, files: tuple[str, ...], label_key: str,
     meta_path = require(name, base, meta, what)
     class_names = _unpickle(meta_path, name, what).get(names_key)
     if class_names is None:
-        raise _malformed(name, meta_path, f"lacks the key '{names_key}'", what)
+        raise malformed(name, meta_path, f"lacks the key '{names_key}'", what)
     class_names = [c.decode() if isinstance(c, bytes) else str(c) for c in class_names]
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(class_names):
-        raise _malformed(name, base / files[0], f"has labels outside 0..{len(class_names) - 1}", what)
+        raise malformed(name, base / files[0], f"has labels outside 0..{len(class_names) - 1}", what)
     return images, labels, class_names
 
 
@@ -132,7 +102,7 @@ def cifar10(split, root=None, seed=0):
     base = locate("cifar10", root, "cifar-10-batches-py", "data_batch_1", what)
     files = tuple(f"data_batch_{i}" for i in range(1, 6)) if split == "train" else ("test_batch",)
     images, labels, names = _cifar_arrays("cifar10", base, files, "labels", "batches.meta", "label_names", what)
-    return TensorImageDataset("cifar10", images, labels, names)
+    return with_sources(TensorImageDataset("cifar10", images, labels, names), *(base / f for f in (*files, "batches.meta")))
 
 
 @register("cifar100", kind="imagenet", splits=("train", "test"), stats=CIFAR100_STATS)
@@ -141,23 +111,18 @@ def cifar100(split, root=None, seed=0):
     what = "the CIFAR-100 python version (the extracted cifar-100-python.tar.gz)"
     base = locate("cifar100", root, "cifar-100-python", "train", what)
     images, labels, names = _cifar_arrays("cifar100", base, (split,), "fine_labels", "meta", "fine_label_names", what)
-    return TensorImageDataset("cifar100", images, labels, names)
+    return with_sources(TensorImageDataset("cifar100", images, labels, names), base / split, base / "meta")
 
 
 # ----------------------------------------------------------------------------- SVHN, STL-10
 
 @functools.lru_cache(maxsize=2)
 def _svhn_arrays(path: Path):
-    from scipy.io import loadmat
-
     what = "the SVHN cropped-digits file of the same name"
-    try:
-        content = loadmat(path)
-        images, labels = content["X"], content["y"].reshape(-1).astype(np.int64)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise _malformed("svhn", path, f"is not an SVHN .mat file with X and y ({type(error).__name__}: {error})", what) from None
+    images, labels = read_mat("svhn", path, ("X", "y"), what)
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
     if images.dtype != np.uint8 or images.shape[:3] != (32, 32, 3) or images.shape[3] != len(labels):
-        raise _malformed("svhn", path, f"holds X {images.dtype} {images.shape}, not uint8 32 x 32 x 3 x N", what)
+        raise malformed("svhn", path, f"holds X {images.dtype} {images.shape}, not uint8 32 x 32 x 3 x N", what)
     labels[labels == 10] = 0  # SVHN labels the digit 0 as 10
     return torch.from_numpy(np.ascontiguousarray(images.transpose(3, 2, 0, 1))), torch.from_numpy(labels)
 
@@ -168,7 +133,7 @@ def svhn(split, root=None, seed=0):
     what = "the SVHN cropped digits .mat files (train_32x32.mat, test_32x32.mat)"
     base = locate("svhn", root, "svhn", f"{split}_32x32.mat", what)
     images, labels = _svhn_arrays(base / f"{split}_32x32.mat")
-    return TensorImageDataset("svhn", images, labels, [str(d) for d in range(10)])
+    return with_sources(TensorImageDataset("svhn", images, labels, [str(d) for d in range(10)]), base / f"{split}_32x32.mat")
 
 
 @functools.lru_cache(maxsize=2)
@@ -178,7 +143,7 @@ def _stl10_arrays(base: Path, split: str):
     label_path = require("stl10", base, f"{split}_y.bin", what)
     raw, labels = np.fromfile(image_path, dtype=np.uint8), np.fromfile(label_path, dtype=np.uint8).astype(np.int64)
     if raw.size != len(labels) * 3 * 96 * 96 or len(labels) == 0 or not 1 <= labels.min() <= labels.max() <= 10:
-        raise _malformed("stl10", image_path, f"holds {raw.size} bytes for {len(labels)} labels in {label_path.name} "
+        raise malformed("stl10", image_path, f"holds {raw.size} bytes for {len(labels)} labels in {label_path.name} "
                          "(expected 27,648 bytes per image and labels 1..10)", what)
     images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)  # stored column-major per channel
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels - 1)
@@ -190,7 +155,8 @@ def stl10(split, root=None, seed=0):
     what = "the STL-10 binary version (the extracted stl10_binary.tar.gz)"
     base = locate("stl10", root, "stl10_binary", "class_names.txt", what)
     images, labels = _stl10_arrays(base, split)
-    return TensorImageDataset("stl10", images, labels, _read_lines(base / "class_names.txt"))
+    return with_sources(TensorImageDataset("stl10", images, labels, read_lines(base / "class_names.txt")),
+                        *(base / f for f in (f"{split}_X.bin", f"{split}_y.bin", "class_names.txt")))
 
 
 # ----------------------------------------------------------------------------- file-list datasets
@@ -199,24 +165,20 @@ def stl10(split, root=None, seed=0):
 def flowers102(split, root=None, seed=0):
     """Oxford Flowers-102 (Nilsback and Zisserman 2008): jpg/image_%05d.jpg, imagelabels.mat
     (labels 1..102), setid.mat (trnid, valid, tstid)."""
-    from scipy.io import loadmat
-
     what = "the Oxford 102 Flowers files (jpg/ from 102flowers.tgz, imagelabels.mat, setid.mat)"
     base = locate("flowers102", root, "flowers-102", "setid.mat", what)
     require("flowers102", base, "jpg", what)
     label_file = require("flowers102", base, "imagelabels.mat", what)
-    try:
-        ids = loadmat(base / "setid.mat", squeeze_me=True)[{"train": "trnid", "val": "valid", "test": "tstid"}[split]]
-        labels = loadmat(label_file, squeeze_me=True)["labels"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DatasetError(f"flowers102: {base} has an unreadable setid.mat or imagelabels.mat "
-                           f"({type(error).__name__}: {error}); replace them with the original files") from None
+    ids, = read_mat("flowers102", base / "setid.mat", ({"train": "trnid", "val": "valid", "test": "tstid"}[split],),
+                    "the original setid.mat", squeeze_me=True)
+    labels, = read_mat("flowers102", label_file, ("labels",), "the original imagelabels.mat", squeeze_me=True)
     ids, labels = np.atleast_1d(ids).astype(np.int64), np.atleast_1d(labels).astype(np.int64)
     if ids.size and (ids.min() < 1 or ids.max() > len(labels)):
-        raise _malformed("flowers102", base / "setid.mat", f"names images beyond the {len(labels)} in imagelabels.mat",
+        raise malformed("flowers102", base / "setid.mat", f"names images beyond the {len(labels)} in imagelabels.mat",
                          "the original file")
     paths = [base / "jpg" / f"image_{i:05d}.jpg" for i in ids]
-    return FileImageDataset("flowers102", paths, labels[ids - 1] - 1, Flowers102.classes)
+    return with_sources(FileImageDataset("flowers102", paths, labels[ids - 1] - 1, Flowers102.classes),
+                        base / "setid.mat", label_file)
 
 
 @register("pets", kind="imagenet", splits=("train", "test"))
@@ -227,18 +189,18 @@ def pets(split, root=None, seed=0):
     require("pets", base, "images", what)
     list_file = require("pets", base, f"annotations/{'trainval' if split == 'train' else 'test'}.txt", what)
     paths, labels, breeds = [], [], {}
-    for line in _read_lines(list_file):
+    for line in read_lines(list_file):
         fields = line.split()
         if len(fields) != 4 or not fields[1].isdigit():
-            raise _malformed("pets", list_file, f"has the line {line!r}, not 'IMAGE CLASS_ID SPECIES BREED_ID'",
+            raise malformed("pets", list_file, f"has the line {line!r}, not 'IMAGE CLASS_ID SPECIES BREED_ID'",
                              "the original file")
         label = int(fields[1]) - 1
         paths.append(base / "images" / f"{fields[0]}.jpg")
         labels.append(label)
         breeds[label] = " ".join(part.title() for part in fields[0].rsplit("_", 1)[0].split("_"))
     if sorted(breeds) != list(range(len(breeds))):
-        raise _malformed("pets", list_file, f"has class ids {sorted(breeds)}, not 1..{len(breeds)}", "the original file")
-    return FileImageDataset("pets", paths, labels, [breeds[i] for i in range(len(breeds))])
+        raise malformed("pets", list_file, f"has class ids {sorted(breeds)}, not 1..{len(breeds)}", "the original file")
+    return with_sources(FileImageDataset("pets", paths, labels, [breeds[i] for i in range(len(breeds))]), list_file)
 
 
 @register("aircraft", kind="imagenet", splits=("train", "val", "test"))
@@ -246,18 +208,18 @@ def aircraft(split, root=None, seed=0):
     """FGVC-Aircraft 2013b (Maji et al. 2013), 100 variants; train = trainval."""
     what = "the FGVC-Aircraft 2013b data/ folder (the extracted fgvc-aircraft-2013b.tar.gz)"
     base = locate("aircraft", root, "fgvc-aircraft-2013b", "data/variants.txt", what) / "data"
-    classes = _read_lines(base / "variants.txt")
+    classes = read_lines(base / "variants.txt")
     index = {c: i for i, c in enumerate(classes)}
     list_file = require("aircraft", base, f"images_variant_{'trainval' if split == 'train' else split}.txt", what)
     paths, labels = [], []
-    for line in _read_lines(list_file):
+    for line in read_lines(list_file):
         image, _, variant = line.partition(" ")
         if variant not in index:
-            raise _malformed("aircraft", list_file, f"has the line {line!r} whose variant is not in variants.txt",
+            raise malformed("aircraft", list_file, f"has the line {line!r} whose variant is not in variants.txt",
                              "the original file")
         paths.append(base / "images" / f"{image}.jpg")
         labels.append(index[variant])
-    return FileImageDataset("aircraft", paths, labels, classes)
+    return with_sources(FileImageDataset("aircraft", paths, labels, classes), base / "variants.txt", list_file)
 
 
 @register("dtd", kind="imagenet", splits=("train", "val", "test"))
@@ -271,47 +233,21 @@ def dtd(split, root=None, seed=0, partition=1):
         root = root / "dtd"  # torchvision's layout
     base = locate("dtd", root, "dtd", list_name, what)
     require("dtd", base, "images", what)
-    entries = [line.split("/", 1) for line in _read_lines(base / list_name)]
+    entries = [line.split("/", 1) for line in read_lines(base / list_name)]
     if any(len(e) != 2 for e in entries):
-        raise _malformed("dtd", base / list_name, "has lines that are not CLASS/FILE", "the original file")
+        raise malformed("dtd", base / list_name, "has lines that are not CLASS/FILE", "the original file")
     classes = sorted({c for c, _ in entries})
     index = {c: i for i, c in enumerate(classes)}
-    return FileImageDataset("dtd", [base / "images" / c / f for c, f in entries], [index[c] for c, _ in entries], classes)
+    paths = [base / "images" / c / f for c, f in entries]
+    return with_sources(FileImageDataset("dtd", paths, [index[c] for c, _ in entries], classes), base / list_name)
 
 
 # ----------------------------------------------------------------------------- image folders
 
-def _is_image(filename: str) -> bool:
-    return filename.lower().endswith(IMG_EXTENSIONS)
-
-
-def scan_folder(name: str, folder: Path, class_names: list[str]) -> tuple[list[Path], list[int]]:
-    """Image files under ``folder/<class>/`` (recursively, sorted) and their labels (index in ``class_names``)."""
-    paths, labels = [], []
-    for label, class_name in enumerate(class_names):
-        found = []
-        for directory, _, files in os.walk(folder / class_name, followlinks=True):
-            found.extend(Path(directory) / f for f in files if _is_image(f))
-        if not found:
-            raise DatasetError(f"{name}: {folder / class_name} holds no image files; add images or remove the folder")
-        paths.extend(sorted(found))
-        labels.extend([label] * len(found))
-    return paths, labels
-
-
-def _class_folders(name: str, folder: Path) -> list[str]:
-    if not folder.is_dir():
-        raise DatasetError(f"{name}: {folder} is not a folder; point root at a folder of class folders")
-    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
-    if not classes:
-        raise DatasetError(f"{name}: {folder} has no class folders; put one folder of images per class there")
-    return classes
-
-
 @functools.lru_cache(maxsize=1)
 def imagenet100_classes() -> tuple[str, ...]:
     """The 100 ImageNet wnids of the ImageNet-100 subset of CMC (Tian et al. 2019), in the file's order."""
-    return tuple(_read_lines(IMAGENET100_CLASSES_FILE))
+    return tuple(read_lines(IMAGENET100_CLASSES_FILE))
 
 
 @register("imagenet100", kind="imagenet", splits=("train", "val", "test"))
@@ -325,14 +261,14 @@ def imagenet100(split, root=None, seed=0):
         raise DatasetError(f"imagenet100: no root given; pass root=<folder holding train/ and val/>, with {what} in each")
     base = require("imagenet100", root, folder, what)
     listed = set(imagenet100_classes())
-    classes = [c for c in _class_folders("imagenet100", base) if c in listed]
+    classes = [c for c in class_folders("imagenet100", base) if c in listed]
     if not classes:
         raise DatasetError(f"imagenet100: {base} holds none of the 100 classes listed in {IMAGENET100_CLASSES_FILE}; put {what} there")
     if len(classes) < len(listed):
         warnings.warn(f"imagenet100: {base} holds {len(classes)} of the 100 listed classes; labels cover only those",
                       stacklevel=2)
     paths, labels = scan_folder("imagenet100", base, classes)
-    return FileImageDataset("imagenet100", paths, labels, classes)
+    return with_sources(FileImageDataset("imagenet100", paths, labels, classes))
 
 
 _SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val")}
@@ -374,7 +310,7 @@ def imagefolder(split, root=None, seed=0, holdout=None):
         folder = next((root / sub for sub in _SPLIT_FOLDERS[split] if (root / sub).is_dir()), root)
     else:
         folder = root
-    classes = _class_folders("imagefolder", folder)
+    classes = class_folders("imagefolder", folder)
     split_folders = sorted({"train", "val", "test"} & set(classes))
     if folder == root and split_folders:
         if holdout is not None:
@@ -384,7 +320,7 @@ def imagefolder(split, root=None, seed=0, holdout=None):
                            f"{' or '.join(_SPLIT_FOLDERS[split])}/; put the {split} class folders there")
     names = classes  # the class-to-index map of every split: the training split's class folders
     if folder not in (root, root / "train") and (root / "train").is_dir():
-        names = _class_folders("imagefolder", root / "train")
+        names = class_folders("imagefolder", root / "train")
         extra = sorted(set(classes) - set(names))
         if extra:
             raise DatasetError(f"imagefolder: {folder} has class folder(s) {', '.join(extra)} that {root / 'train'} "
@@ -396,6 +332,6 @@ def imagefolder(split, root=None, seed=0, holdout=None):
         train, test = holdout_split(labels, float(holdout), seed)
         keep = train if split == "train" else test
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
-    dataset = FileImageDataset("imagefolder", paths, labels, names)
+    dataset = with_sources(FileImageDataset("imagefolder", paths, labels, names))
     dataset.test_is_train = split == "test" and holdout is None and folder == root
     return dataset

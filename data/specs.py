@@ -58,12 +58,21 @@ def parse_spec(text: str) -> DatasetSpec:
         key, eq, value = item.partition("=")
         if not eq or key not in _KEYS:
             raise DatasetError(f"dataset spec {text!r}: bad option {item!r}; use key=value with keys {', '.join(sorted(_KEYS))}")
-        if key == "classes":
-            options[key] = parse_classes(value)
-        elif key in _INT_KEYS:
-            options[key] = int(value)
-        elif key == "holdout":
-            options[key] = float(value)
-        else:
-            options[key] = value
+        try:
+            options[key] = _value(key, value)
+        except ValueError as error:
+            raise DatasetError(f"dataset spec {text!r}: bad value in {item!r} ({error})") from None
     return DatasetSpec(label.strip() or name, name, options)
+
+
+def _value(key: str, value: str):
+    """A spec option's value as ``build_dataset`` takes it; ValueError says what is expected."""
+    if key == "classes":
+        return parse_classes(value)
+    kind = int if key in _INT_KEYS else float if key == "holdout" else None
+    if kind is None:
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{key} takes {'an integer' if kind is int else 'a number'}, not {value!r}") from None
