@@ -5,8 +5,8 @@ Two kinds, each dataset declares one:
 - ``imagenet`` (natural images): train = RandomResizedCrop(size, ``interpolation``) +
   RandomHorizontalFlip; eval = Resize(int(256/224 * size), bicubic) + CenterCrop(size), the
   evaluation transform of the official NC-OOD code (CNNs and ViTs alike). The crop's
-  interpolation is the caller's choice: the official CNN pretraining uses torchvision's default,
-  bilinear; its ViT pretraining (timm's ``create_transform``, DeiT) bicubic.
+  interpolation is the caller's choice: the official pretraining, CNN and ViT alike, uses
+  torchvision's default, bilinear.
 - ``small`` (the 28-px embedded data): train = Resize(size) + RandomCrop(size, padding=size//8)
   + RandomHorizontalFlip (as :class:`RandomCropFlip`); eval = Resize(size).
 

@@ -8,8 +8,8 @@ would otherwise guess from its name:
   ``img_size``); :func:`models.build_model` refuses any other option away from its default, with
   ``declines[option]`` as the reason where one is given;
 - ``crop_interpolation``: the training RandomResizedCrop's interpolation in the official code,
-  what ``--crop_interpolation auto`` picks: torchvision's default bilinear in the CNN pretraining,
-  timm's bicubic in the ViT pretraining;
+  what ``--crop_interpolation auto`` picks: torchvision's default, bilinear, in the CNN and the ViT
+  pretraining alike (``vit_exp_all/datasets.py`` builds a plain ``RandomResizedCrop(size)``);
 - ``channels_last``: NHWC memory format on CUDA (faster convolutions and bf16 for the CNNs);
 - ``hook_layer``: the encoder layer the official evaluation reads: ``last_conv`` for the CNNs (the
   last convolution before its norm, residual add and ReLU), ``encoder`` for the ViTs (the pooled,
@@ -49,7 +49,7 @@ RESNET_OPTIONS = ("norm", "stem", "width", "spectral_norm", "activation", "short
 CNN = dict(family="cnn", crop_interpolation="bilinear", channels_last=True, hook_layer="last_conv",
            projector_layer="projector_raw", probe_recipe="cnn", cifar_stats="own")
 VIT = dict(family="vit", options=("patch_size", "drop_path", "class_token", "pos_embed", "global_pool"),
-           crop_interpolation="bicubic", channels_last=False, hook_layer="encoder", projector_layer="projector",
+           crop_interpolation="bilinear", channels_last=False, hook_layer="encoder", projector_layer="projector",
            probe_recipe="vit", cifar_stats="imagenet",
            declines={"norm": "it uses LayerNorm; norm applies to CNNs only",
                      "stem": "it has a patch embedding, not a CNN stem; for small images set patch_size "

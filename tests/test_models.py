@@ -287,7 +287,7 @@ def test_every_architecture_has_its_default_configuration():
         assert set(d.options) <= set(OPTION_DEFAULTS), arch
         cnn = d.family == "cnn"
         assert (d.crop_interpolation, d.channels_last, d.hook_layer, d.probe_recipe) == (
-            ("bilinear", True, "last_conv", "cnn") if cnn else ("bicubic", False, "encoder", "vit")), arch
+            ("bilinear", True, "last_conv", "cnn") if cnn else ("bilinear", False, "encoder", "vit")), arch
         model = models.build_model(arch, CLASSES, **(dict(width=W) if cnn else dict(img_size=PX, patch_size=8)))
         assert d.hook_layer in model.named_layers()
 

@@ -17,9 +17,9 @@ def crop_of(dataset) -> v2.RandomResizedCrop:
 @pytest.mark.parametrize("arch, flag, expected", [
     ("resnet18", "auto", InterpolationMode.BILINEAR),   # official CNN pretraining: torchvision's default
     ("vgg17", "auto", InterpolationMode.BILINEAR),
-    ("vit_tiny", "auto", InterpolationMode.BICUBIC),    # official ViT pretraining: timm's create_transform
+    ("vit_tiny", "auto", InterpolationMode.BILINEAR),   # official ViT pretraining: vit_exp_all/datasets.py, the same
     ("resnet18", "bicubic", InterpolationMode.BICUBIC),
-    ("vit_tiny", "bilinear", InterpolationMode.BILINEAR),
+    ("vit_tiny", "bicubic", InterpolationMode.BICUBIC),
 ])
 def test_training_crop_interpolation_follows_the_official_code_unless_chosen(arch, flag, expected):
     argv = ["--arch", arch, "--dataset", "digits", "--num_classes", "10", "--image_size", "32", "--patch_size", "8",

@@ -56,7 +56,7 @@ PRETRAIN_HELP = {
     "transform": "transform kind, overriding the dataset's: imagenet (RandomResizedCrop; Resize + CenterCrop) or "
                  "small (pad-and-crop + flip; Resize), e.g. small for CIFAR at 32 px",
     "crop_interpolation": "interpolation of the training RandomResizedCrop: bilinear, bicubic, or auto = the "
-                          "official code's (bilinear for the CNNs, bicubic for the ViTs)",
+                          "official code's (torchvision's default, bilinear, for the CNNs and the ViTs alike)",
     "classes": "original class indices to train on (relabelled 0..k-1), e.g. --classes 0 1 2 3 4 5",
     "alpha": "entropy-regularizer weight on the encoder embedding (0 = off; the method uses 0.05)",
     "output_dim": "projector output width (0 = no projector: the baseline)",

@@ -62,7 +62,7 @@ def run_paths(cfg: Namespace) -> dict[str, Path]:
 
 def crop_interpolation(cfg: Namespace) -> str:
     """The training crop's interpolation; ``auto`` is the architecture's default (the official
-    code's: torchvision's bilinear for the CNNs, timm's bicubic for the ViTs)."""
+    code's: torchvision's default, bilinear, for the CNNs and the ViTs alike)."""
     if cfg.crop_interpolation == "auto":
         return arch_defaults(cfg.arch).crop_interpolation
     if cfg.crop_interpolation not in ("bilinear", "bicubic"):
