@@ -17,6 +17,11 @@ code has two:
   ``RepeatAugSampler``; on 4 GPUs the four shares of a step are exactly those 2048 consecutive
   positions). An "epoch" so covers about a third of the distinct training samples, each three times.
 
+Each epoch draws its order anew (``order='shuffle'``, the default). ``order='fixed'`` draws it once
+and reuses it every epoch, as two official probes do: the CNN probes read features extracted once
+in one random order through an unshuffled loader, and the ViT NC probe (``main_evalnc.py``) never
+advances its sampler's epoch, so it sees the same third of the training set every epoch.
+
 ``solver='lbfgs'`` is multinomial logistic regression fitted to convergence, the protocol of
 Kornblith, Shlens & Le, "Do Better ImageNet Models Transfer Better?" (CVPR 2019): it minimizes
 
@@ -43,6 +48,7 @@ from metrics.accuracy import topk_correct
 
 L2_GRID = tuple(float(v) for v in np.logspace(-6, 1, 15))
 SOLVERS = ("adamw", "lbfgs")
+ORDERS = ("shuffle", "fixed")
 _EVAL_CHUNK = 65536
 
 
@@ -130,18 +136,28 @@ def _epoch_order(n: int, repeats: int, gen: torch.Generator) -> torch.Tensor:
     return torch.tensor(list(sampler), dtype=torch.long)
 
 
+def _epoch_orders(n: int, repeats: int, gen: torch.Generator, order: str = "shuffle"):
+    """Each epoch's order (:func:`_epoch_order`): drawn anew every epoch, or with ``order='fixed'``
+    drawn once and repeated; the first epoch's is the same either way."""
+    first = _epoch_order(n, repeats, gen)
+    yield first
+    while True:
+        yield first if order == "fixed" else _epoch_order(n, repeats, gen)
+
+
 def _train_adamw(x, y, num_classes, test, *, epochs, lr, weight_decay, batch_size, label_smoothing, seed,
-                 show_progress, init="normal", repeats=1) -> ProbeResult:
+                 show_progress, init="normal", repeats=1, order="shuffle") -> ProbeResult:
     gen = torch.Generator().manual_seed(seed)
     weight, bias = (t.to(x.device).requires_grad_() for t in _init_probe(num_classes, x.shape[1], init, gen))
     optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
     history: list[dict] = []
+    orders = _epoch_orders(len(y), repeats, gen, order)
     for epoch in progress(range(epochs), show=show_progress, desc="probe", unit="epoch", leave=False):
-        order = _epoch_order(len(y), repeats, gen).to(x.device)
+        order_idx = next(orders).to(x.device)
         loss_sum = torch.zeros((), device=x.device)
         correct = torch.zeros((), device=x.device, dtype=torch.long)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for start in range(0, len(order_idx), batch_size):
+            idx = order_idx[start:start + batch_size]
             logits = F.linear(x[idx], weight, bias)
             loss = F.cross_entropy(logits, y[idx], label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -149,7 +165,8 @@ def _train_adamw(x, y, num_classes, test, *, epochs, lr, weight_decay, batch_siz
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(dim=1) == y[idx]).sum()
-        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / len(order), "train_acc": int(correct) / len(order)}
+        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / len(order_idx),
+                  "train_acc": int(correct) / len(order_idx)}
         if test is not None:
             record["test_acc"] = _accuracy(weight.detach(), bias.detach(), *test)
         history.append(record)
@@ -213,19 +230,22 @@ def train_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, 
                 batch_size: int | None = None, label_smoothing: float = 0.1, seed: int = 0,
                 device: str | torch.device | None = None,
                 show_progress: bool = False, l2_grid=L2_GRID, val_fraction: float = 0.2, max_iter: int = 1000,
-                tol: float = 1e-6) -> ProbeResult:
+                tol: float = 1e-6, order: str = "shuffle") -> ProbeResult:
     """Train a linear probe on frozen features (see the module doc for both solvers).
 
     ``device`` None: CUDA when present, else the features' device; the features are copied there
     in float32. ``recipe`` (``'cnn'`` | ``'vit'``, :data:`PROBE_RECIPES`), ``epochs``, ``lr``,
-    ``weight_decay``, ``batch_size`` (None: the recipe's) and ``label_smoothing`` apply to adamw; ``l2_grid``, ``val_fraction``, ``max_iter`` (L-BFGS iterations per fit) and
-    ``tol`` (gradient tolerance) to lbfgs. ``seed`` fixes the initialization and shuffling
-    (adamw) or the validation split (lbfgs).
+    ``weight_decay``, ``batch_size`` (None: the recipe's), ``label_smoothing`` and ``order``
+    (``'shuffle'`` | ``'fixed'``, :data:`ORDERS`) apply to adamw; ``l2_grid``, ``val_fraction``,
+    ``max_iter`` (L-BFGS iterations per fit) and ``tol`` (gradient tolerance) to lbfgs. ``seed`` fixes
+    the initialization and shuffling (adamw) or the validation split (lbfgs).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown probe solver {solver!r}; use one of {', '.join(SOLVERS)}")
     if recipe not in PROBE_RECIPES:
         raise ValueError(f"unknown probe recipe {recipe!r}; use one of {', '.join(PROBE_RECIPES)}")
+    if order not in ORDERS:
+        raise ValueError(f"unknown probe order {order!r}; use one of {', '.join(ORDERS)}")
     chosen = PROBE_RECIPES[recipe]
     lr = chosen.lr if lr is None else lr
     weight_decay = chosen.weight_decay if weight_decay is None else weight_decay
@@ -249,9 +269,9 @@ def train_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, 
     if solver == "adamw":
         return _train_adamw(x, y, num_classes, test, epochs=epochs, lr=lr, weight_decay=weight_decay,
                             batch_size=batch_size, label_smoothing=label_smoothing, seed=seed,
-                            show_progress=show_progress, init=chosen.init, repeats=chosen.repeats)
+                            show_progress=show_progress, init=chosen.init, repeats=chosen.repeats, order=order)
     return _train_lbfgs(x, y, num_classes, test, l2_grid=tuple(l2_grid), val_fraction=val_fraction, seed=seed,
                         max_iter=max_iter, tol=tol, show_progress=show_progress)
 
 
-__all__ = ["L2_GRID", "PROBE_RECIPES", "ProbeRecipe", "ProbeResult", "probe_logits", "train_probe"]
+__all__ = ["L2_GRID", "ORDERS", "PROBE_RECIPES", "ProbeRecipe", "ProbeResult", "probe_logits", "train_probe"]
