@@ -43,7 +43,8 @@ from core.checkpoint import nonfinite_tensors, unwrap
 from core.errors import UserError
 
 FREE_ON_RESUME = frozenset({"resume", "overwrite", "save_dir", "ckpt_file", "expt_name", "workers", "device", "data",
-                            "init_from", "monitor_ood", "monitor_max_per_class", "monitor_layers", "config"})
+                            "init_from", "monitor_ood", "monitor_max_per_class", "monitor_layers", "config",
+                            "logger"})
 RESCHEDULABLE = frozenset({"epochs", "warmup_epochs", "warmup_start_factor", "milestones", "gamma", "warmup_lr", "min_lr",
                            "schedule_lag"})
 

@@ -18,6 +18,8 @@ the NC intervention ``--loss nc`` (:class:`nc_control.NCLoss`, no cross-entropy)
 ``--init_from`` a checkpoint, with ``--monitor_ood`` logging NC and GMM detection each epoch
 (:mod:`train.monitor`). ``--monitor_layers`` logs the collapse of named layers each epoch (NC1,
 CDNV and VCI on a fixed, capped set of training images), the curves of the embedded study.
+``--logger tensorboard wandb`` writes each epoch's record also to TensorBoard and/or Weights &
+Biases (:mod:`core.tracking`; the JSON-lines log is always written), from rank 0 only.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from core.config import save_config
 from core.errors import UserError
 from core.io import append_jsonl, atomic_write_text
 from core.progress import progress
+from core.tracking import Tracker, check_loggers
 from train.guards import check_finite, clear_run
 from train.recipes import learning_rate, step_scheduler
 from train.run import (
@@ -46,6 +49,17 @@ from train.run import (
     make_loaders,
     seed_everything,
 )
+
+
+PRECISIONS = ("bfloat16", "float32")
+
+
+def autocast_enabled(device: torch.device, precision: str = "bfloat16") -> bool:
+    """Whether the training and validation passes run under bf16 autocast: on CUDA unless
+    ``--precision float32`` (the official CNN pretraining's arithmetic); never on the CPU."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return device.type == "cuda" and precision == "bfloat16"
 
 
 @dataclass
@@ -60,11 +74,12 @@ class EpochStats:
 
 def train_one_epoch(model: torch.nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
                     loss_fn: Callable, device: torch.device, *, channels_last: bool = False,
-                    desc: str = "train", show_progress: bool = True, sync_every: int = 25) -> EpochStats:
+                    desc: str = "train", show_progress: bool = True, sync_every: int = 25,
+                    precision: str = "bfloat16") -> EpochStats:
     """One pass over ``loader``. Loss sums stay on the device and are read every ``sync_every``
     steps (and at the end), where a non-finite loss stops training with a clear error."""
     model.train()
-    use_amp = device.type == "cuda"
+    use_amp = autocast_enabled(device, precision)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, ce, ent, correct (sample-weighted)
     n, t0 = 0, time.perf_counter()
     bar = progress(loader, show=show_progress, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
@@ -98,7 +113,7 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable, optimizer: torch.o
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, info: D.DistInfo,
-             channels_last: bool = False) -> float:
+             channels_last: bool = False, precision: str = "bfloat16") -> float:
     """Top-1 accuracy over a (rank-sharded) loader, summed over processes."""
     model.eval()
     correct = total = 0
@@ -106,7 +121,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, inf
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_enabled(device, precision)):
             logits = model(images)
         correct += (logits.argmax(1) == targets).sum().item()
         total += targets.numel()
@@ -124,14 +139,27 @@ def train(cfg: Namespace) -> dict:
 
 
 def _train(cfg: Namespace, info: D.DistInfo) -> dict:
+    autocast_enabled(info.device, cfg.precision)  # a bad --precision stops here, before any work
+    check_loggers(cfg.logger)
     run = build_run(cfg, info)
     if run.finished:
         print(f"{cfg.resume} has finished its {cfg.epochs} epochs; nothing to do (pass a larger --epochs to "
               f"train longer)", flush=True)
         return run.summary(run.history[-1].get("val_acc1") if run.history else float("nan"))
     D.barrier(info)  # every process has passed the checks before the first file is written
+    tracker = None
     if info.is_main:
         start_files(run, info)
+        tracker = open_tracker(run)
+    try:
+        return _epochs(run, info, tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+def _epochs(run: PretrainRun, info: D.DistInfo, tracker: Tracker | None) -> dict:
+    cfg = run.cfg
     net = run.model
     if info.distributed:  # the NC loss leaves the classifier bias without gradient
         net = torch.nn.parallel.DistributedDataParallel(
@@ -144,14 +172,15 @@ def _train(cfg: Namespace, info: D.DistInfo) -> dict:
         train_loader, val_loader = make_loaders(cfg, run.train_set, run.val_set, info, epoch)
         lr = run.optimizer.param_groups[0]["lr"]
         stats = train_one_epoch(net, train_loader, run.optimizer, loss_fn, info.device, channels_last=run.channels_last,
-                                desc=f"epoch {epoch + 1}/{cfg.epochs}", show_progress=info.is_main)
+                                desc=f"epoch {epoch + 1}/{cfg.epochs}", show_progress=info.is_main,
+                                precision=cfg.precision)
         step_scheduler(run.scheduler, epoch + 1, cfg)
-        acc1 = evaluate(net, val_loader, info.device, info, run.channels_last)
+        acc1 = evaluate(net, val_loader, info.device, info, run.channels_last, cfg.precision)
         is_best = acc1 > run.best_acc1
         run.best_acc1 = max(acc1, run.best_acc1)
         check_finite(run.model, epoch + 1, run.paths)  # on every process, so all stop together
         if info.is_main:
-            finish_epoch(run, epoch, lr, stats, acc1, is_best, info)
+            finish_epoch(run, epoch, lr, stats, acc1, is_best, info, tracker)
         D.barrier(info)
     return run.summary(acc1)
 
@@ -174,10 +203,18 @@ def start_files(run: PretrainRun, info: D.DistInfo) -> None:
            if cfg.lr_base_batch else ""), flush=True)
 
 
+def open_tracker(run: PretrainRun) -> Tracker:
+    """The run's ``--logger`` s (rank 0), continuing a resumed run's logs after its last epoch."""
+    cfg = run.cfg
+    config = {k: v for k, v in vars(cfg).items() if k != "config"}
+    return Tracker.open(cfg.logger, run.paths["log"].parent, run.paths["last"].stem, config=config,
+                        history=run.history, start_epoch=run.start_epoch)
+
+
 def finish_epoch(run: PretrainRun, epoch: int, lr: float, stats: EpochStats, acc1: float, is_best: bool,
-                 info: D.DistInfo) -> None:
+                 info: D.DistInfo, tracker: Tracker | None = None) -> None:
     """The epoch's log record (with the monitor's measurements), the best and last checkpoints, the
-    epoch line."""
+    log lines (JSON lines, then the ``--logger`` s), the epoch line."""
     cfg = run.cfg
     record = {"epoch": epoch + 1, "lr": lr, "loss": stats.loss, "ce_loss": stats.ce_loss,
               "ent_loss": stats.ent_loss, "train_acc1": stats.acc1, "val_acc1": acc1,
@@ -196,6 +233,8 @@ def finish_epoch(run: PretrainRun, epoch: int, lr: float, stats: EpochStats, acc
     save_checkpoint(run.paths["last"], model=run.model, epoch=epoch + 1, config=config, optimizer=run.optimizer,
                     scheduler=run.scheduler, best_acc1=run.best_acc1, extra=extra)
     append_jsonl(run.paths["log"], record)
+    if tracker is not None:
+        tracker.log(record)
     terms = (f"CE {stats.ce_loss:.4f}, entropy {stats.ent_loss:.4f}" if cfg.loss == "ce"
              else f"NC loss; CE {stats.ce_loss:.4f}")
     print(f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.3g}  loss {stats.loss:.4f} ({terms})  train top-1 "

@@ -41,10 +41,10 @@ PRETRAIN_DEFAULTS: dict = dict(
     alpha=0.0, output_dim=0, hidden_mlp=0, projector="etf", l2_features=False,
     lr=0.01, wd=0.05, epochs=100, warmup_epochs=5, warmup_start_factor=0.01, batch_size=512,
     label_smoothing=0.1, augmentation=True, workers=8, save_dir="checkpoints", ckpt_file="model.pth",
-    expt_name="run", seed=0, resume=None, overwrite=False, device="auto",
+    expt_name="run", seed=0, resume=None, overwrite=False, device="auto", precision="bfloat16",
     optimizer="adamw", momentum=0.9, schedule="cosine", milestones=[], gamma=0.1, val_split=0.0,
     spectral_norm=0.0, activation="relu", shortcut="conv", loss="ce", init_from=None,
-    monitor_ood=[], monitor_layers=[], monitor_max_per_class=None,
+    monitor_ood=[], monitor_layers=[], monitor_max_per_class=None, logger=["jsonl"],
     class_token=False, pos_embed="sincos", global_pool="avg", conv_bias=False, **RECIPE_DEFAULTS,
 )
 PRETRAIN_TYPES = {"data": str, "transform": str, "classes": list[int], "max_per_class": int, "resume": str, "milestones": list[int],
@@ -71,6 +71,8 @@ PRETRAIN_HELP = {
               "the schedule's length and shape (--epochs, --warmup_epochs, ...), which then apply from its epoch on",
     "overwrite": "replace a run already in --save_dir with the same --ckpt_file (otherwise refused)",
     "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
+    "precision": "arithmetic of the training and validation passes on CUDA: bfloat16 (autocast) or float32 (no "
+                 "autocast, as the official CNN pretraining); the CPU runs float32 either way",
     "optimizer": "adamw (the official NC-OOD recipe) or sgd (momentum --momentum, no Nesterov; DDU)",
     "momentum": "SGD momentum (--optimizer sgd)",
     "schedule": "cosine (linear warmup from lr x --warmup_start_factor over --warmup_epochs, then cosine to 0; "
@@ -98,6 +100,9 @@ PRETRAIN_HELP = {
                       "are logged after each epoch, with the model's top-1 on them, e.g. encoder projector; the "
                       "projector layers are skipped for a model without a projector (empty = off)",
     "monitor_max_per_class": "training samples per class the monitor measures, the same ones every epoch (default: all)",
+    "logger": "where each epoch's record is written besides <save_dir>/<ckpt stem>.log.jsonl (always written, "
+              "the source of truth): tensorboard (<save_dir>/tensorboard/<ckpt stem>/) and/or wandb (offline under "
+              "<save_dir>/wandb/ unless WANDB_MODE says otherwise), e.g. --logger tensorboard wandb; rank 0 only",
     **RECIPE_HELP,
 }
 
