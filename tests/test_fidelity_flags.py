@@ -54,3 +54,53 @@ def test_the_vit_probe_recipe_takes_few_steps_on_the_small_transfer_sets(name, n
     assert kept == n_train // 256 * 256
     assert math.ceil(kept / 2048) == steps, name
     assert len(set(_epoch_order(n_train, 3, torch.Generator().manual_seed(0)).tolist())) == math.ceil(kept / 3)
+
+
+# --------------------------------------------------------------------------- float32 pretraining
+
+TINY = ["--dataset", "digits", "--classes", "0", "1", "2", "--num_classes", "3", "--max_per_class", "12",
+        "--image_size", "16", "--arch", "resnet18", "--stem", "cifar", "--width", "0.125", "-b", "16",
+        "--workers", "0", "--epochs", "1", "--device", "cpu"]
+
+
+def test_precision_chooses_autocast_on_cuda_only():
+    from core.errors import UserError
+    from train.loop import autocast_enabled
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert autocast_enabled(cuda) and autocast_enabled(cuda, "bfloat16")
+    assert not autocast_enabled(cuda, "float32")
+    assert not autocast_enabled(cpu, "bfloat16") and not autocast_enabled(cpu, "float32")
+    with pytest.raises(UserError, match="--precision must be one of bfloat16, float32, got 'fp16'"):
+        autocast_enabled(cpu, "fp16")
+
+
+def test_the_precision_flag_reaches_training_and_validation_and_changes_nothing_on_the_cpu(tmp_path, monkeypatch):
+    import pretrain
+    import train.loop as loop
+    from core.checkpoint import load_checkpoint
+
+    seen = []
+    real = loop.autocast_enabled
+    monkeypatch.setattr(loop, "autocast_enabled", lambda device, precision="bfloat16": seen.append(precision)
+                        or real(device, precision))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    pretrain.main(TINY + ["--save_dir", str(tmp_path / "fp32"), "--precision", "float32"])
+    # the start-up check, then each training step and each validation batch
+    assert len(seen) > 3 and set(seen) == {"float32"}
+    seen.clear()
+    pretrain.main(TINY + ["--save_dir", str(tmp_path / "bf16")])
+    assert len(seen) > 3 and set(seen) == {"bfloat16"}  # the default
+    fp32, bf16 = (load_checkpoint(tmp_path / d / "model.pth")["state_dict"] for d in ("fp32", "bf16"))
+    assert all(torch.equal(fp32[k], bf16[k]) for k in bf16)
+
+
+def test_a_bad_precision_is_one_line_before_any_file_is_written(tmp_path, capsys):
+    import pretrain
+
+    with pytest.raises(SystemExit) as info:
+        pretrain.main(TINY + ["--save_dir", str(tmp_path), "--precision", "half"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --precision must be one of bfloat16, float32")
+    assert not any(tmp_path.iterdir())
