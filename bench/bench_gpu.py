@@ -11,18 +11,26 @@ bf16 autocast on CUDA, channels_last for the CNN, as pretrain.py runs them):
 - the ImageFolder pipeline (``pretrain.py``'s dataset, training transform and DataLoader from
   ``train.run.make_loaders``) on JPEG files this script writes into a temporary folder, in
   images per second at 1, 2, 4, ... workers, against the steps' img/s. Files are read back from
-  the page cache, so the figure is the decode + augmentation rate, not the disk's.
+  the page cache, so the figure is the decode + augmentation rate, not the disk's. A worker count
+  whose batches in flight would not fit in ``/dev/shm`` (small in many containers) is left out with a
+  line saying so, and a loader that fails is a line, not the end of the run;
+- when ``nvidia.dali`` is importable (optional, never a dependency): NVIDIA DALI's pipeline on the same
+  files, JPEG decode on the GPU (nvJPEG, ``device='mixed'``) + random-resized crop + flip + normalize,
+  as one more img/s line.
 
 One table; every line names the device it measured. The last lines give the step ratio
-(our img/s / bare img/s, target >= 0.9) and the fewest workers that feed each model.
+(our img/s / bare img/s, target >= 0.9) and the fewest workers that feed each model. ``--json PATH``
+also writes every row, the ratios and the verdict as JSON (``scripts/gpu_check.sh`` reads it).
 
     .venv/bin/python bench/bench_gpu.py                        # on a CUDA machine, a few minutes
     .venv/bin/python bench/bench_gpu.py --compile              # plus torch.compile
     .venv/bin/python bench/bench_gpu.py --device cpu --tiny    # smoke test in seconds (32 px, batch 8)
+    .venv/bin/python bench/bench_gpu.py --json results/bench_gpu.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -37,9 +45,11 @@ from torch.utils.data import ConcatDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from common import bare_step, describe_device, load_average, synchronize  # noqa: E402
+from common import bare_step, describe_device, load_average, synchronize, versions  # noqa: E402
 from core import distributed as D  # noqa: E402
 from core.config import parse_config  # noqa: E402
+from core.io import atomic_write_text  # noqa: E402
+from data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from train.loop import train_one_epoch  # noqa: E402
 from train.options import PRETRAIN_ALIASES, PRETRAIN_DEFAULTS, PRETRAIN_TYPES  # noqa: E402
 from train.recipes import build_optimizer  # noqa: E402
@@ -76,11 +86,17 @@ def config(arch: str, args, **extra) -> argparse.Namespace:
 
 
 class Table:
-    def __init__(self):
+    """The printed table; ``rows`` keeps every row for ``--json``."""
+
+    def __init__(self, batch: int):
+        self.batch, self.rows = batch, []
         print(f"{'device':44} {'measured':52} {'img/s':>9} {'ms/batch':>9}  note", flush=True)
 
     def row(self, device: str, what: str, img_per_s: float, note: str = "") -> None:
-        print(f"{device:44} {what:52} {img_per_s:9.1f} {1e3 * self.batch / img_per_s:9.1f}  {note}", flush=True)
+        ms = 1e3 * self.batch / img_per_s if img_per_s > 0 else float("inf")
+        self.rows.append({"device": device, "measured": what, "img_per_s": round(img_per_s, 1),
+                          "ms_per_batch": round(ms, 2), "note": note})
+        print(f"{device:44} {what:52} {img_per_s:9.1f} {ms:9.1f}  {note}", flush=True)
 
 
 def time_steps(fn, steps: int, sync) -> float:
@@ -153,27 +169,101 @@ def measure_steps(arch: str, args, info: D.DistInfo, table: Table, name: str) ->
     return rates
 
 
-def measure_loader(args, info: D.DistInfo, folder: Path, workers: int, table: Table, cpu_name: str) -> float:
-    """Images per second of pretrain's training DataLoader on the JPEG folder, ``workers`` workers."""
+def shm_bytes() -> int | None:
+    """Free bytes in ``/dev/shm``, where DataLoader workers hand their batches over (None: unknown)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def loader_fits(args, workers: int) -> str:
+    """Why ``workers`` workers' batches in flight (2 per worker, float32) would overflow /dev/shm, or ""."""
+    free = shm_bytes()
+    need = 2 * workers * args.batch * 3 * args.image_size ** 2 * 4
+    if free is None or need <= 0.8 * free:
+        return ""
+    return (f"left out: {workers} workers hold about {need / 2**30:.1f} GiB of batches in /dev/shm, which has "
+            f"{free / 2**30:.1f} GiB free (raise it, e.g. docker --shm-size)")
+
+
+def measure_loader(args, info: D.DistInfo, folder: Path, workers: int, table: Table, cpu_name: str) -> float | None:
+    """Images per second of pretrain's training DataLoader on the JPEG folder, ``workers`` workers
+    (None, with a line saying why, when it cannot run)."""
+    what = f"ImageFolder loader, {workers} worker{'s' if workers > 1 else ''}"
+    reason = loader_fits(args, workers)
+    if reason:
+        print(f"{cpu_name:44} {what:52} {reason}", flush=True)
+        return None
     cfg = config("resnet18", args, data=folder, workers=workers)
     train_set, val_set = build_pretrain_data(cfg)
     batches = workers + max(8, 2 * workers) if not args.tiny else workers + 2
     repeats = -(-batches * args.batch // len(train_set))
     loader, _ = make_loaders(cfg, ConcatDataset([train_set] * repeats), val_set, info, 0)
     iterator = iter(loader)
-    for _ in range(workers):  # every worker's first batch: start-up, not throughput
-        next(iterator)
-    start, seen = time.perf_counter(), 0
-    for _ in range(batches - workers):
-        seen += len(next(iterator)[1])
+    try:
+        for _ in range(workers):  # every worker's first batch: start-up, not throughput
+            next(iterator)
+        start, seen = time.perf_counter(), 0
+        for _ in range(batches - workers):
+            seen += len(next(iterator)[1])
+    except RuntimeError as exc:  # a worker killed (out of shared memory, ...): a line, the run goes on
+        print(f"{cpu_name:44} {what:52} failed: {str(exc).strip().splitlines()[0]}", flush=True)
+        return None
+    finally:
+        del iterator
     rate = seen / (time.perf_counter() - start)
-    del iterator
-    table.row(cpu_name, f"ImageFolder loader, {workers} worker{'s' if workers > 1 else ''}", rate,
+    table.row(cpu_name, what, rate,
               f"{args.image_size} px training transform, {args.jpeg_size[0]} x {args.jpeg_size[1]} JPEG")
     return rate
 
 
-def main(argv=None) -> None:
+def measure_dali(args, device: torch.device, folder: Path, table: Table, name: str) -> float | None:
+    """Images per second of an NVIDIA DALI pipeline on the JPEG folder: file reader, JPEG decode on the
+    GPU (nvJPEG, ``device='mixed'``; on the CPU without CUDA), random-resized crop, flip, normalize
+    to float32 CHW, as the ImageFolder loader's training transform. None (and a line) when
+    ``nvidia.dali`` is not importable or its pipeline fails: DALI is optional."""
+    try:
+        from nvidia.dali import fn, pipeline_def, types
+    except ImportError:
+        print(f"{name}: DALI line left out: nvidia.dali is not importable (optional: pip install "
+              f"nvidia-dali-cuda{(torch.version.cuda or '12').split('.')[0]}0)", flush=True)
+        return None
+    cuda = device.type == "cuda"
+    threads = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 4, 16)
+
+    @pipeline_def(batch_size=args.batch, num_threads=threads, device_id=(device.index or 0) if cuda else None, seed=0)
+    def pipeline():
+        jpegs, labels = fn.readers.file(file_root=str(folder / "train"), random_shuffle=True, name="reader")
+        images = fn.decoders.image(jpegs, device="mixed" if cuda else "cpu", output_type=types.RGB)
+        images = fn.random_resized_crop(images, size=[args.image_size, args.image_size])
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                          mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD],
+                                          mirror=fn.random.coin_flip())
+        return images, labels
+
+    try:
+        pipe = pipeline()
+        pipe.build()
+        for _ in range(2):  # start-up
+            pipe.run()
+        synchronize(device)
+        batches = 3 if args.tiny else 20
+        start = time.perf_counter()
+        for _ in range(batches):
+            pipe.run()
+        synchronize(device)
+        rate = batches * args.batch / (time.perf_counter() - start)
+    except Exception as exc:  # noqa: BLE001 - an optional library's failure is a line, not the end of the run
+        print(f"{name}: DALI line left out: its pipeline failed: {str(exc).strip().splitlines()[0]}", flush=True)
+        return None
+    table.row(name, f"DALI {'GPU (nvJPEG)' if cuda else 'CPU'} decode + crop + flip, {threads} threads", rate,
+              f"{args.image_size} px, {args.jpeg_size[0]} x {args.jpeg_size[1]} JPEG")
+    return rate
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tiny", action="store_true", help="a smoke test in seconds: 32 px, batch 8, few steps and files")
@@ -186,39 +276,61 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, nargs="+", help="loader worker counts (default 1, 2, 4, ... up to the CPUs)")
     p.add_argument("--images", type=int, default=1024, help="distinct JPEG files written (read repeatedly)")
     p.add_argument("--compile", action="store_true", help="also time the bare step of torch.compile(model)")
+    p.add_argument("--json", help="also write the rows, ratios and verdict to this JSON file")
     args = p.parse_args(argv)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    args.cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if args.tiny:
         args.image_size, args.batch, args.steps, args.rounds, args.warmup, args.images = 32, 8, 2, 1, 1, 40
         args.jpeg_size = (64, 48)
         args.workers = args.workers or [1, 2]
     else:
         args.jpeg_size = (500, 375)  # about the mean ImageNet image
-        args.workers = args.workers or [2 ** k for k in range(cpus.bit_length()) if 2 ** k <= cpus]
+        args.workers = args.workers or [2 ** k for k in range(args.cpus.bit_length()) if 2 ** k <= args.cpus]
+    return args
 
-    info = D.init_distributed(args.device)
-    name = describe_device(info.device)
-    cpu_name = f"cpu ({describe_device(torch.device('cpu')).split('(', 1)[1].split(',')[0]}, {cpus} CPUs)"
-    print(f"load average {load_average()} (1, 5, 15 min); torch {torch.__version__}; batch {args.batch} at "
-          f"{args.image_size} px; best of {args.rounds} rounds of {args.steps} steps", flush=True)
-    table = Table()
-    table.batch = args.batch
-    steps = {arch: measure_steps(arch, args, info, table, name) for arch in args.archs}
-    with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
-        write_jpegs(Path(tmp), max(1, args.images // NUM_CLASSES), args.jpeg_size)
-        loader = {w: measure_loader(args, info, Path(tmp), w, table, cpu_name) for w in args.workers}
+
+def summarize(name: str, steps: dict, loader: dict, dali: float | None) -> dict:
+    """The closing lines (which worker count feeds each model; the step ratio and its verdict) and
+    the same as a dict."""
     ratios = {arch: r["ours"] / r["bare"] for arch, r in steps.items()}
-    print(f"load average after {load_average()}")
+    feeding = {}
     for arch, r in steps.items():
-        enough = [w for w, rate in loader.items() if rate >= r["ours"]]
+        enough = [w for w, rate in loader.items() if rate is not None and rate >= r["ours"]]
+        feeding[arch] = enough[0] if enough else None
+        measured = {w: rate for w, rate in loader.items() if rate is not None}
+        best = max(measured, key=measured.get) if measured else None
         print(f"{name}: {arch} step {r['ours']:.0f} img/s; " + (
             f"{enough[0]} loader workers feed it ({loader[enough[0]]:.0f} img/s)" if enough else
-            f"no measured worker count feeds it (best {max(loader.values()):.0f} img/s at {max(loader, key=loader.get)})"))
+            f"no measured worker count feeds it (best {measured[best]:.0f} img/s at {best})" if measured else
+            "no loader row was measured") + (f"; DALI {dali:.0f} img/s" if dali else ""))
         if "compiled" in r:
             print(f"{name}: {arch} torch.compile / eager bare step = {r['compiled'] / r['bare']:.2f}")
     verdict = "PASS" if min(ratios.values()) >= TARGET else "MISS"
     print(f"{name}: ratio our step/bare step = " + ", ".join(f"{a} {v:.2f}" for a, v in ratios.items())
           + f" (target >= {TARGET}: {verdict})")
+    return {"ratios": ratios, "target": TARGET, "verdict": verdict, "workers_feeding": feeding}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    info = D.init_distributed(args.device)
+    name = describe_device(info.device)
+    cpu_name = f"cpu ({describe_device(torch.device('cpu')).split('(', 1)[1].split(',')[0]}, {args.cpus} CPUs)"
+    print(f"load average {load_average()} (1, 5, 15 min); torch {torch.__version__}; batch {args.batch} at "
+          f"{args.image_size} px; best of {args.rounds} rounds of {args.steps} steps", flush=True)
+    table = Table(args.batch)
+    steps = {arch: measure_steps(arch, args, info, table, name) for arch in args.archs}
+    with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
+        write_jpegs(Path(tmp), max(1, args.images // NUM_CLASSES), args.jpeg_size)
+        loader = {w: measure_loader(args, info, Path(tmp), w, table, cpu_name) for w in args.workers}
+        dali = measure_dali(args, info.device, Path(tmp), table, name)
+    print(f"load average after {load_average()}")
+    result = {"device": name, "versions": versions(), "batch": args.batch, "image_size": args.image_size,
+              "rows": table.rows, "steps": steps, "loader": {str(w): r for w, r in loader.items()},
+              "dali": dali, **summarize(name, steps, loader, dali)}
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+    return result
 
 
 if __name__ == "__main__":

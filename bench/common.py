@@ -1,5 +1,6 @@
 """What the benchmarks share: the bare training step they compare against, the device sync before
-a timer is read, and the lines that say on which machine and under what load a figure was measured."""
+a timer is read, the lines that say on which machine and under what load a figure was measured, and
+the versions of the software a GPU figure depends on."""
 from __future__ import annotations
 
 import os
@@ -48,3 +49,43 @@ def load_average() -> str:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
         return "n/a"
+
+
+def _package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver's version (``nvidia-smi``, else ``/proc/driver/nvidia/version``), None without one."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open("/proc/driver/nvidia/version", encoding="utf-8") as f:
+            words = f.readline().split()
+        return next((w for w in words if w[:1].isdigit() and "." in w), None)
+    except OSError:
+        return None
+
+
+def versions() -> dict:
+    """What a GPU figure depends on: torch and the CUDA / cuDNN it was built with, the driver,
+    timm, torchvision, Python, the GPUs."""
+    cuda = torch.cuda.is_available()
+    return {
+        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None, "driver": driver_version() if cuda else None,
+        "timm": _package_version("timm"), "torchvision": _package_version("torchvision"),
+        "python": platform.python_version(),
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+        "cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }

@@ -1,4 +1,5 @@
 """The benchmarks run (smoke settings) and print what the README quotes; bench_train measures the demo."""
+import json
 import os
 import re
 import shlex
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -20,8 +22,8 @@ def run_bench(name, *args, timeout=300):
     return result.stdout.splitlines()
 
 
-def test_bench_gpu_tiny_on_the_cpu_names_the_device_on_every_line():
-    lines = run_bench("bench_gpu.py", "--device", "cpu", "--tiny")
+def test_bench_gpu_tiny_on_the_cpu_names_the_device_on_every_line(tmp_path):
+    lines = run_bench("bench_gpu.py", "--device", "cpu", "--tiny", "--json", str(tmp_path / "bench.json"))
     header = next(i for i, line in enumerate(lines) if line.startswith("device"))
     table = [line for line in lines[header + 1:] if not line.startswith("load average after")]
     assert len(table) == len(lines) - header - 2 and all(line.startswith("cpu (") for line in table)
@@ -33,6 +35,15 @@ def test_bench_gpu_tiny_on_the_cpu_names_the_device_on_every_line():
         assert re.search(r"\s(\d+\.\d)\s+\d+\.\d\s+32 px training transform", row)
     assert re.fullmatch(r"cpu \(.*\): ratio our step/bare step = resnet18 \d+\.\d\d, vit_tiny \d+\.\d\d "
                         r"\(target >= 0\.9: (PASS|MISS)\)", lines[-1])
+    result = json.loads((tmp_path / "bench.json").read_text())  # what scripts/gpu_check.sh reports
+    rows = [line for line in table if re.search(r"\s\d+\.\d\s+\d+\.\d\s", line)]
+    assert [r["measured"] for r in result["rows"]] == [line[45:97].strip() for line in rows]
+    assert result["verdict"] == lines[-1].rsplit(": ", 1)[1].rstrip(")")
+    assert f"resnet18 {result['ratios']['resnet18']:.2f}" in lines[-1]
+    assert set(result["loader"]) == {"1", "2"} and all(v > 0 for v in result["loader"].values())
+    assert result["versions"]["torch"] == torch.__version__
+    dali_line = [line for line in table if "DALI" in line]
+    assert len(dali_line) == 1 and (result["dali"] is None) == ("left out" in dali_line[0])
 
 
 def test_bench_train_smoke_ends_with_the_epoch_ratio():
