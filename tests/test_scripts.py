@@ -183,7 +183,9 @@ def test_every_paper_command_resolves_to_the_recipe_of_before_the_recipes_were_f
         assert [a for a in cmd if a.startswith("--nproc_per_node")] == old["launcher"]
         values = json.loads(json.dumps({k: v for k, v in vars(cfg).items() if k != "config"}).replace(str(tmp_path),
                                                                                                       "<TMP>"))
-        assert values == old["config"], entry
+        assert {k: values.get(k) for k in old["config"]} == old["config"], entry
+        added = {k: v for k, v in values.items() if k not in old["config"]}  # flags added since: their defaults
+        assert added == json.loads(json.dumps({k: PARSERS[entry]["defaults"][k] for k in added})), entry
     recipes = [a for cmd in lines for a, b in zip(cmd, cmd[1:]) if a == "--config" and "paper" in b]
     assert len(recipes) == 10  # every pretraining command reads its recipe file
 
