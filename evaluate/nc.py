@@ -2,6 +2,10 @@
 features, NC1-NC4 / CDNV / VCI / ETF errors (metrics.nc), with the model's own classifier at
 its layer or, with ``--probe`` (the official protocol), a linear probe per layer.
 
+``--splits train test`` measures the test split too; its ``ncc_acc`` is the nearest-class-centre
+accuracy with the *training* class means (on the train split, with its own), i.e. whether the
+collapse of the training features generalizes.
+
 ``--probe_features LAYER=SOURCE`` trains the probe of LAYER on the features of SOURCE: the
 official CNN evaluation measures the projector's statistics before its L2 normalization but
 trains that layer's probe on the normalized output (``projector_raw=projector``)."""
@@ -26,7 +30,7 @@ from evaluate.runs import (
     write_tables,
 )
 from features.extract import resolve_layers as resolve_module_layers
-from metrics.nc import metric_keys
+from metrics.nc import class_means, metric_keys
 
 NC_DEFAULTS = {**EVAL_DEFAULTS, "splits": ["train"], "probe": False, "probe_features": [], "out_name": "nc"}
 NC_TYPES = {**EVAL_TYPES, "splits": list[str], "probe_features": list[str]}
@@ -82,6 +86,7 @@ def evaluate_nc(cfg: Namespace) -> list[dict]:
                                     f"{train.dim(sources[layer])} features, {layer} {train.dim(layer)}; "
                                     f"the probe must fit both")
                 probes[layer] = probe(cfg, train, sources[layer])
+        centres = training_means(cfg, run, spec, layers) if set(cfg.splits) - {"train"} else {}
         for split in cfg.splits:
             fs = features(cfg, run, spec, split, layers, check_classes=True)
             for depth, layer in enumerate(progress(layers, desc=f"{run.name}: NC ({split})", leave=False)):
@@ -94,8 +99,17 @@ def evaluate_nc(cfg: Namespace) -> list[dict]:
                     weight = bias = source = None
                 rows.append({"model": run.name, "split": split, "layer": layer, "depth": depth,
                              "dim": fs.dim(layer), "classifier": source,
-                             **layer_nc_metrics(fs, layer, weight, bias)})
+                             **layer_nc_metrics(fs, layer, weight, bias, centres=centres.get(layer))})
     return rows
+
+
+def training_means(cfg: Namespace, run, spec, layers: list[str]) -> dict:
+    """The class means of every layer on the training split: the centres of the nearest-class-centre
+    accuracy (``ncc_acc``) of the other splits, so that a test split measures whether the training
+    collapse generalizes."""
+    train = features(cfg, run, spec, "train", layers, check_classes=True)
+    return {layer: class_means(lambda: train.iter_batches(layer), train.num_classes, train.dim(layer))
+            for layer in layers}
 
 
 def report_nc(cfg: Namespace, rows: list[dict]) -> dict:

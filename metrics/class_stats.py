@@ -171,17 +171,22 @@ def _classifier(weight, bias, num_classes: int, dim: int, device) -> tuple[torch
 
 
 class NCCAccumulator:
-    """Streaming NC4: disagreement between the nearest-class-centre rule and a linear classifier.
+    """Streaming nearest-class-centre (NCC) statistics of features against given class means.
 
-    nc4 = (1/N) #{i : argmin_c ||h_i - mu_c|| != argmax_c (W h_i + b)_c}  [Papyan, Han & Donoho, PNAS 2020].
-    Distances are computed in float64 on features and means shifted by the mean of the means
-    (distances do not change), so a large common offset costs no precision.
+    nc4 = (1/N) #{i : argmin_c ||h_i - mu_c|| != argmax_c (W h_i + b)_c}, the disagreement between
+    the NCC rule and a linear classifier [Papyan, Han & Donoho, PNAS 2020] (with a classifier);
+    ncc_acc = (1/N) #{i : argmin_c ||h_i - mu_c|| = y_i}, the accuracy of the NCC rule (with
+    labels), e.g. of test features against the training means: whether collapse generalizes
+    [Galanti, Gyorgy & Hutter, ICLR 2022]. Distances are computed in float64 on features and means
+    shifted by the mean of the means (distances do not change), so a large common offset costs no
+    precision.
 
     Args:
-        means: class means (C x D), e.g. `ClassStats.compute().means`. weight: W (C x D). bias: b (C) or None.
+        means: class means (C x D), e.g. `ClassStats.compute().means`. weight: W (C x D) or None.
+        bias: b (C) or None.
     """
 
-    def __init__(self, means: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+    def __init__(self, means: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
         if not isinstance(means, torch.Tensor) or means.dim() != 2 or means.shape[0] < 2:
             raise ValueError("means must be a 2-D tensor of class means (C x D) with C >= 2")
         self.device = means.device
@@ -190,13 +195,14 @@ class NCCAccumulator:
         self._origin = m.mean(dim=0)
         self._centres = m - self._origin
         self._centre_sqnorm = self._centres.square().sum(dim=1)
-        self._w, self._b = _classifier(weight, bias, m.shape[0], m.shape[1], self.device)
-        self._mismatch = 0
-        self._n = 0
+        self._w = self._b = None
+        if weight is not None:
+            self._w, self._b = _classifier(weight, bias, m.shape[0], m.shape[1], self.device)
+        self._mismatch = self._hits = self._n = self._labelled = 0
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor) -> None:
-        """Add a batch of features (N x D, any float dtype/device)."""
+    def update(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Add a batch of features (N x D, any float dtype/device) and, for ncc_acc, their labels."""
         _check_features(features, self._centres.shape[1])
         if features.shape[0] == 0:
             return
@@ -204,12 +210,25 @@ class NCCAccumulator:
         _check_finite(x, "features", "check the model output or the feature cache")
         z = x - self._origin
         nearest = (self._centre_sqnorm - 2.0 * z @ self._centres.T).argmin(dim=1)
-        predicted = (x @ self._w.T + self._b).argmax(dim=1)
-        self._mismatch += int((nearest != predicted).sum())
+        if self._w is not None:
+            predicted = (x @ self._w.T + self._b).argmax(dim=1)
+            self._mismatch += int((nearest != predicted).sum())
+        if labels is not None:
+            _check_labels(labels, x.shape[0], self._centres.shape[0])
+            self._hits += int((nearest == labels.to(self.device)).sum())
+            self._labelled += x.shape[0]
         self._n += x.shape[0]
 
     def compute(self) -> float:
-        """Fraction of samples seen so far on which the two rules disagree."""
+        """nc4: the fraction of samples seen so far on which the NCC rule and the classifier disagree."""
         if self._n == 0:
             raise ValueError("NCCAccumulator.compute() called before any features were added; call update() first")
+        if self._w is None:
+            raise ValueError("NCCAccumulator.compute() needs the classifier; pass weight (and bias)")
         return self._mismatch / self._n
+
+    def accuracy(self) -> float:
+        """ncc_acc: the fraction of the labelled samples seen so far that the NCC rule classifies right."""
+        if self._labelled == 0:
+            raise ValueError("NCCAccumulator.accuracy() needs labelled features; pass labels to update()")
+        return self._hits / self._labelled

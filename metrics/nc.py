@@ -35,6 +35,15 @@ the centred means and b = 0):
     nc4            fraction of samples where argmin_c ||h - mu_c|| != argmax_c (W h + b)
                    [Papyan et al., nearest-class-centre agreement]; needs a second pass over the
                    features once the means are known (`NCCAccumulator`).
+  with labels, in that second pass:
+    ncc_acc        fraction of samples where argmin_c ||h - mu_c|| = y, the nearest-class-centre
+                   accuracy [Galanti, Gyorgy & Hutter, ICLR 2022]; the centres are the features' own
+                   class means, or given ones (e.g. the training means for test features: whether
+                   collapse generalizes).
+  of ID class means against an OOD set (:func:`nc5`):
+    nc5            mean over ID classes c of |cos(mu_c, mu_G^OOD)|, mu_G^OOD the OOD set's mean
+                   [Ammar et al., "NECO", ICLR 2024: ID/OOD orthogonality]; 0 when every class mean is
+                   orthogonal to the OOD mean.
   Adding a metric: one function of the quantities (:class:`Quantities`) and one entry in NC_METRICS.
     bias_collapse  || W mu_G + b || [Zhu et al., NeurIPS 2021].
 
@@ -75,7 +84,7 @@ from metrics.class_stats import (
 )
 
 __all__ = ["PINV_RTOL", "ROUNDING_TOL", "NC_METRICS", "NCMetric", "NCStats", "ClassStats", "NCCAccumulator",
-           "metric_keys", "nc_metrics", "nc_metrics_from_stats", "stream_nc_metrics"]
+           "class_means", "metric_keys", "nc5", "nc_metrics", "nc_metrics_from_stats", "stream_nc_metrics"]
 
 PINV_RTOL = 1e-10
 """Eigenvalues below PINV_RTOL * (largest eigenvalue) count as zero in the pseudo-inverses."""
@@ -136,8 +145,8 @@ class Quantities:
     the class means), ``pair`` (the c < c' mask), ``w`` and ``b`` (float64; None without a classifier)."""
 
     def __init__(self, stats: NCStats, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                 ncc_mismatch: float | None) -> None:
-        self.stats, self.ncc_mismatch = stats, ncc_mismatch
+                 ncc_mismatch: float | None, ncc_accuracy: float | None = None) -> None:
+        self.stats, self.ncc_mismatch, self.ncc_accuracy = stats, ncc_mismatch, ncc_accuracy
         self.c, self.d = stats.means.shape
         self.rank = min(self.d, self.c - 1)
         self.centred = stats.means - stats.global_mean
@@ -185,8 +194,8 @@ def _bias_collapse(q: Quantities) -> float:
 class NCMetric:
     """One neural-collapse metric (formula and source in the module docstring).
 
-    ``needs``: ``stats`` (the class statistics), ``classifier`` (also W and b) or ``ncc`` (also the
-    second pass of :class:`NCCAccumulator`). ``table``: a column of eval_nc.py's printed table and
+    ``needs``: ``stats`` (the class statistics), ``classifier`` (also W and b), ``ncc`` (also the
+    second pass of :class:`NCCAccumulator` with the classifier) or ``labels`` (its pass with the labels). ``table``: a column of eval_nc.py's printed table and
     figure. ``log_scale``: drawn on a log axis. ``collapse``: a collapse statistic of the features
     alone, logged by the monitor every epoch, reported beside transfer and correlated with it."""
 
@@ -212,6 +221,7 @@ NC_METRICS: tuple[NCMetric, ...] = (
     NCMetric("nc3", _nc3, needs="classifier", table=True),
     NCMetric("bias_collapse", _bias_collapse, needs="classifier", table=True),
     NCMetric("nc4", lambda q: float(q.ncc_mismatch), needs="ncc", table=True),
+    NCMetric("ncc_acc", lambda q: float(q.ncc_accuracy), needs="labels", table=True),
 )
 
 
@@ -222,31 +232,58 @@ def metric_keys(*, table: bool | None = None, log_scale: bool | None = None, col
 
 
 def nc_metrics_from_stats(stats: NCStats, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                          ncc_mismatch: float | None = None) -> dict[str, float]:
+                          ncc_mismatch: float | None = None, ncc_accuracy: float | None = None) -> dict[str, float]:
     """Every metric of :data:`NC_METRICS` that the inputs allow, from `ClassStats.compute()`: those of
-    the statistics; with `weight` (and `bias`) the classifier's; with `ncc_mismatch` (from
-    `NCCAccumulator.compute()`) also nc4. Formulas and sources in the module docstring."""
-    q = Quantities(stats, weight, bias, ncc_mismatch)
-    have = {"stats": True, "classifier": q.w is not None, "ncc": ncc_mismatch is not None}
+    the statistics; with `weight` (and `bias`) the classifier's; with `ncc_mismatch` / `ncc_accuracy`
+    (from `NCCAccumulator.compute()` / `.accuracy()`) also nc4 / ncc_acc. Formulas and sources in the
+    module docstring."""
+    q = Quantities(stats, weight, bias, ncc_mismatch, ncc_accuracy)
+    have = {"stats": True, "classifier": q.w is not None, "ncc": ncc_mismatch is not None,
+            "labels": ncc_accuracy is not None}
     return {m.key: m.compute(q) for m in NC_METRICS if have[m.needs]}
 
 
+def class_means(batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]], num_classes: int,
+                dim: int) -> torch.Tensor:
+    """The class means (C x D, float64) of streamed ``(features, labels)`` batches."""
+    stats_acc = ClassStats(num_classes, dim)
+    for x, y in batches():
+        stats_acc.update(x, y)
+    return stats_acc.compute().means
+
+
 def stream_nc_metrics(batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]], num_classes: int, dim: int,
-                      weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> dict[str, float]:
+                      weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                      centres: torch.Tensor | None = None) -> dict[str, float]:
     """:func:`nc_metrics_from_stats` of features that never sit in memory at once: ``batches()``
-    yields ``(features B x D, labels B)`` chunks and is called twice with a classifier (the class
-    means first, then the nearest-class-centre pass of nc4)."""
+    yields ``(features B x D, labels B)`` chunks and is called twice (the class statistics first,
+    then the nearest-class-centre pass of nc4 and ncc_acc). ``centres``: the class means ncc_acc is
+    measured against (default: the features' own)."""
     stats_acc = ClassStats(num_classes, dim)
     for x, y in batches():
         stats_acc.update(x, y)
     stats = stats_acc.compute()
-    mismatch = None
-    if weight is not None:
-        ncc = NCCAccumulator(stats.means, weight, bias)
-        for x, _ in batches():
-            ncc.update(x)
-        mismatch = ncc.compute()
-    return nc_metrics_from_stats(stats, weight, bias, ncc_mismatch=mismatch)
+    ncc = NCCAccumulator(stats.means if centres is None else centres, weight, bias)
+    for x, y in batches():
+        ncc.update(x, y)
+    mismatch = ncc.compute() if weight is not None else None
+    return nc_metrics_from_stats(stats, weight, bias, ncc_mismatch=mismatch, ncc_accuracy=ncc.accuracy())
+
+
+def nc5(class_means: torch.Tensor, ood_mean: torch.Tensor) -> float:
+    """NC5, the ID/OOD orthogonality of Ammar et al. ("NECO", ICLR 2024): mean over the C ID class
+    means mu_c (rows of ``class_means``, C x D) of |cos(mu_c, mu_G^OOD)|, with ``ood_mean`` the OOD
+    set's mean feature (D), in float64. 0 when the OOD mean is orthogonal to every class mean, 1
+    when parallel to all (rhubarbwu/neural-collapse calls it ``orthogonality_deviation``)."""
+    if not isinstance(class_means, torch.Tensor) or class_means.dim() != 2:
+        raise ValueError("class_means must be a C x D tensor of ID class means")
+    if not isinstance(ood_mean, torch.Tensor) or ood_mean.shape != class_means.shape[1:]:
+        raise ValueError(f"ood_mean must be a vector of the {class_means.shape[1]} feature dimensions")
+    means, ood = class_means.detach().to(torch.float64), ood_mean.detach().to(torch.float64).to(class_means.device)
+    norms = means.norm(dim=1) * ood.norm()
+    if not bool(torch.isfinite(norms).all()) or bool((norms == 0).any()):
+        raise ValueError("nc5 needs finite, non-zero class means and OOD mean (a cosine of a zero vector is undefined)")
+    return float(((means @ ood) / norms).abs().mean())
 
 
 def nc_metrics(features: torch.Tensor, labels: torch.Tensor, num_classes: int,

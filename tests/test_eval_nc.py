@@ -93,3 +93,24 @@ def test_a_ddu_style_checkpoint_evaluates(tmp_path):
     rows = eval_nc.main(["--ckpt", str(ckpt), "--layers", "encoder", "head_input", "--cache_dir", str(tmp_path / "c"),
                          "--out_dir", str(tmp_path), *COMMON])
     assert [(r["layer"], r["classifier"]) for r in rows] == [("encoder", None), ("head_input", "model")]
+
+
+def test_test_split_nc_and_its_ncc_accuracy_with_the_training_means(tmp_path, tiny_ckpts):
+    """--splits train test: the test split's NC1 and CDNV on its own features, its NCC accuracy with the
+    training split's class means, each against an independent computation on the cached features."""
+    rows = eval_nc.main(["--ckpt", str(tiny_ckpts["ours"]), "--splits", "train", "test", "--layers", "encoder",
+                         "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path), *COMMON])
+    assert [(r["split"], r["layer"]) for r in rows] == [("train", "encoder"), ("test", "encoder")]
+    spec = {"name": "fashion_mnist", "classes": [0, 1, 2, 3, 4, 5], "max_per_class": 12, "image_size": 16}
+    get = lambda split: get_features(tiny_ckpts["ours"], {**spec, "split": split}, ["encoder"],
+                                     cache_dir=tmp_path / "cache", show_progress=False)
+    train, test = get("train"), get("test")
+    x, y = train["encoder"].double(), train.labels
+    means = torch.stack([x[y == c].mean(0) for c in range(6)])
+    for split, fs in (("train", train), ("test", test)):
+        h, labels = fs["encoder"].double(), fs.labels
+        nearest = torch.cdist(h, means).argmin(1)
+        row = next(r for r in rows if r["split"] == split)
+        assert row["ncc_acc"] == pytest.approx(float((nearest == labels).double().mean()), abs=1e-12)
+        assert row["nc1"] == pytest.approx(nc_metrics(fs["encoder"], labels, 6)["nc1"], rel=1e-9)
+    assert rows[0]["ncc_acc"] != rows[1]["ncc_acc"] or rows[0]["nc1"] != rows[1]["nc1"]

@@ -61,7 +61,7 @@ def test_unknown_scorer_exits_with_one_line(tmp_path, tiny_ckpts, capsys):
                        "--out_dir", str(tmp_path), *COMMON])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [err[0]] and "unknown scorer(s) odin" in err[0]
+    assert err == [err[0]] and "unknown OOD scorer 'odin'" in err[0] and "valid names: msp" in err[0]
 
 
 def test_ood_splits_choose_the_split_an_ood_set_is_scored_on(tmp_path, tiny_ckpts, capsys):

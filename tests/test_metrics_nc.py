@@ -95,6 +95,7 @@ def ref_metrics(x, y, c, w, b):
         "nc3": np.linalg.norm(w / np.linalg.norm(w) - mc / np.linalg.norm(mc)) ** 2,
         "nc4": np.mean(np.array(ncc) != net),
         "bias_collapse": np.linalg.norm(w @ mu_g + b),
+        "ncc_acc": np.mean(np.array(ncc) == y),
     }
 
 
@@ -107,8 +108,8 @@ def test_every_key_matches_numpy_reference(num_classes, dim):
     w, b = torch.randn(num_classes, dim), torch.randn(num_classes)
     got = nc_metrics(x, y, num_classes, weight=w, bias=b)
     want = ref_metrics(x.numpy(), y.numpy(), num_classes, w.numpy(), b.numpy())
-    assert list(got) == BASE_KEYS + [k for k in CLASSIFIER_KEYS if k != "nc4"] + ["nc4"]
-    assert 0 < want["nc4"] < 1  # the reference really compares two different rules
+    assert list(got) == BASE_KEYS + [k for k in CLASSIFIER_KEYS if k != "nc4"] + ["nc4", "ncc_acc"]
+    assert 0 < want["nc4"] < 1 and 0 < want["ncc_acc"] < 1  # the references really compare different rules
     for key, value in want.items():
         assert isinstance(got[key], float)
         assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
@@ -124,7 +125,8 @@ def test_perfect_simplex_etf_gives_zero_everywhere():
     labels = torch.arange(c).repeat(7)
     feats = means[labels] + 10.0 * offset
     got = nc_metrics(feats, labels, c, weight=means, bias=torch.zeros(c, dtype=torch.float64))
-    assert set(got) == set(BASE_KEYS + CLASSIFIER_KEYS)
+    assert set(got) == set(BASE_KEYS + CLASSIFIER_KEYS + ["ncc_acc"])
+    assert got.pop("ncc_acc") == 1.0  # every sample sits on its class mean
     for key, value in got.items():
         assert abs(value) <= 1e-10, (key, value)
 
@@ -224,7 +226,7 @@ def test_streaming_nc4_equals_in_memory_and_stats_path_equals_nc_metrics():
     assert 0 < whole["nc4"] < 1
     assert ncc.compute() == whole["nc4"]
     streamed = nc_metrics_from_stats(stats, w, b, ncc_mismatch=ncc.compute())
-    assert streamed == pytest.approx(whole, rel=1e-9)
+    assert streamed == pytest.approx({k: v for k, v in whole.items() if k != "ncc_acc"}, rel=1e-9)
     assert "nc4" not in nc_metrics_from_stats(stats, w, b)
     assert list(nc_metrics_from_stats(stats)) == BASE_KEYS
 
@@ -280,7 +282,7 @@ def test_the_one_list_of_metrics_is_what_every_table_reads():
 
     x, y = torch.randn(60, 5, dtype=torch.float64), torch.arange(60) % 3
     w, b = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
-    assert list(nc_metrics(x, y, 3)) == [m.key for m in NC_METRICS if m.needs == "stats"]
+    assert list(nc_metrics(x, y, 3)) == [m.key for m in NC_METRICS if m.needs in ("stats", "labels")]
     assert list(nc_metrics(x, y, 3, w, b)) == [m.key for m in NC_METRICS]
     assert metric_keys(collapse=True) == ["nc1", "nc1_cdnv", "vci"]
     assert metric_keys(log_scale=True) == ["nc1", "nc1_cdnv"]
@@ -291,3 +293,29 @@ def test_the_one_list_of_metrics_is_what_every_table_reads():
     from train.monitor import COLLAPSE_METRICS
     assert TABLE_COLUMNS[-len(metric_keys(table=True)):] == metric_keys(table=True)
     assert list(COLLAPSE_KEYS) == list(COLLAPSE_METRICS) == list(METRICS) == metric_keys(collapse=True)
+
+
+def test_ncc_accuracy_against_given_centres_and_nc5_against_independent_formulas():
+    from metrics.nc import class_means, nc5, stream_nc_metrics
+
+    c, d = 4, 6
+    x, y = clustered(c, d, per_class=40, noise=3.0, seed=11, offset=2.0)
+    xt, yt = clustered(c, d, per_class=25, noise=3.0, seed=12, offset=2.0)
+    train_means = class_means(lambda: [(x, y)], c, d)
+    np.testing.assert_allclose(train_means.numpy(), ref_stats(x.numpy(), y.numpy(), c)[0], rtol=1e-12)
+    got = stream_nc_metrics(lambda: [(xt[:50], yt[:50]), (xt[50:], yt[50:])], c, d, centres=train_means)
+    dist = ((xt.double()[:, None, :] - train_means[None]) ** 2).sum(-1)
+    assert got["ncc_acc"] == pytest.approx(float((dist.argmin(1) == yt).double().mean()), abs=0)
+    assert 0 < got["ncc_acc"] < 1
+    own = stream_nc_metrics(lambda: [(xt, yt)], c, d)["ncc_acc"]
+    assert own != got["ncc_acc"]  # the test split's own means are another rule
+    # nc5 by hand: three class means against an OOD mean
+    means = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]], dtype=torch.float64)
+    ood = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    assert nc5(means, ood) == pytest.approx((2 ** -0.5 + 2 ** -0.5 + 1.0) / 3, rel=1e-15)
+    assert nc5(torch.eye(3, dtype=torch.float64)[:2], torch.tensor([0.0, 0.0, 5.0], dtype=torch.float64)) == 0.0
+    m, o = np.random.default_rng(0).normal(size=(5, 7)), np.random.default_rng(1).normal(size=7)
+    cos = [abs(row @ o) / (np.linalg.norm(row) * np.linalg.norm(o)) for row in m]
+    assert nc5(torch.from_numpy(m), torch.from_numpy(o)) == pytest.approx(float(np.mean(cos)), rel=1e-12)
+    with pytest.raises(ValueError, match="non-zero"):
+        nc5(means, torch.zeros(2, dtype=torch.float64))
