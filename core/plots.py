@@ -172,3 +172,32 @@ def errorbar_panels(panels: Sequence[dict], path: str | Path, title: str = "", x
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _finish_grid(fig, axes, len(panels), path, title, fontsize=10)
+
+
+def category_panels(panels: Sequence[dict], categories: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """One panel per dict ``{"title", "series": [(label, values, lows, highs), ...]}`` over the
+    categorical x axis ``categories``: each series a row of markers (no lines), side by side within a
+    category, with bars from ``lows`` to ``highs`` where given (None: no bar, or no point at all when
+    the value is None). One panel per row of the figure, wide enough for the category names."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8.0, 0.55 * len(categories) + 2), 3.6 * len(panels)),
+                             squeeze=False)
+    x = np.arange(len(categories), dtype=float)
+    for ax, panel in zip(axes.flat, panels):
+        n = len(panel["series"])
+        for i, (label, values, lows, highs) in enumerate(panel["series"]):
+            shift = (i - (n - 1) / 2) * 0.7 / max(n, 1)
+            pts = [(xi + shift, v, (lows or [None] * len(values))[j], (highs or [None] * len(values))[j])
+                   for j, (xi, v) in enumerate(zip(x, values)) if v is not None]
+            if not pts:
+                continue
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            err = [[y - lo if lo is not None else 0.0 for _, y, lo, _ in pts],
+                   [hi - y if hi is not None else 0.0 for _, y, _, hi in pts]]
+            ax.errorbar(xs, ys, yerr=err, fmt="o", markersize=4, capsize=2, linewidth=1, label=label)
+        ax.set_xticks(x, list(categories), rotation=45, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(categories) - 0.4)
+        ax.set_title(panel["title"], fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7, ncol=min(n, 5))
+    return _finish_grid(fig, axes, len(panels), path, title, fontsize=10)
+
