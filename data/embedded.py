@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from data.dataset import DatasetError, TensorImageDataset
-from data.idx import read_idx
+from data.files import read_idx_split, with_sources
 from data.registry import register
 from data.splits import stratified_split
 
@@ -64,38 +64,19 @@ def _split_part(split: str, images, labels, test_fraction: float):
 
 # ----------------------------------------------------------------------------- Fashion-MNIST
 
-def _find_idx(base: Path, stem: str) -> Path | None:
-    for candidate in (base / f"{stem}.gz", base / stem):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 @functools.lru_cache(maxsize=None)
-def _fashion_arrays(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    image_stem, label_stem = _FASHION_FILES[split]
-    for base in (root / "FashionMNIST" / "raw", root):
-        image_file, label_file = _find_idx(base, image_stem), _find_idx(base, label_stem)
-        if image_file is not None and label_file is not None:
-            break
-    else:
-        raise DatasetError(f"fashion_mnist: {root} has no {image_stem}[.gz] and {label_stem}[.gz] (nor under FashionMNIST/raw/); "
-                           "put the four Fashion-MNIST IDX files there")
-    images = read_idx(image_file, 3, "fashion_mnist")
-    labels = read_idx(label_file, 1, "fashion_mnist")
-    if images.shape[1:] != (28, 28) or len(images) != len(labels) or labels.max(initial=0) > 9:
-        raise DatasetError(f"fashion_mnist: {image_file} and {label_file} do not form a Fashion-MNIST split "
-                           f"(images {images.shape}, {len(labels)} labels up to {labels.max(initial=0)}); "
-                           "replace them with the original files")
-    return _to_tensor(images, labels)
+def _fashion_arrays(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[Path, Path]]:
+    images, labels, files = read_idx_split("fashion_mnist", root, "FashionMNIST/raw", _FASHION_FILES[split],
+                                           "the four Fashion-MNIST IDX files")
+    return (*_to_tensor(images, labels), files)
 
 
 @register("fashion_mnist", kind="small", splits=("train", "test"))
 def fashion_mnist(split, root=None, seed=0):
     """Fashion-MNIST: ``root`` (default /usr/share/datasets/fashion-mnist) holds the IDX files,
     gzipped or not, directly or in torchvision's layout ``<root>/FashionMNIST/raw/``."""
-    images, labels = _fashion_arrays(FASHION_MNIST_ROOT if root is None else Path(root), split)
-    return TensorImageDataset("fashion_mnist", images, labels, FASHION_MNIST_CLASSES)
+    images, labels, files = _fashion_arrays(FASHION_MNIST_ROOT if root is None else Path(root), split)
+    return with_sources(TensorImageDataset("fashion_mnist", images, labels, FASHION_MNIST_CLASSES), *files)
 
 
 # ----------------------------------------------------------------------------- Animal-MNIST

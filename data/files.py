@@ -13,9 +13,11 @@ import os
 import zlib
 from pathlib import Path
 
+import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from data.dataset import DatasetError
+from data.idx import read_idx
 
 
 def locate(name: str, root: Path | None, folder: str, required: str, what: str) -> Path:
@@ -68,6 +70,27 @@ def with_sources(dataset, *paths):
     """``dataset`` with ``source_files`` set to ``paths`` as str: the files its arrays or labels were read from."""
     dataset.source_files = [str(p) for p in paths]
     return dataset
+
+
+def read_idx_split(name: str, root: Path, raw_folder: str, stems: tuple[str, str],
+                   what: str) -> tuple[np.ndarray, np.ndarray, tuple[Path, Path]]:
+    """The 28 x 28 images and 0..9 labels of an MNIST-style split: the IDX files ``stems`` (images,
+    labels), gzipped or not, in ``root/raw_folder`` (torchvision's layout) or ``root``; returns
+    (uint8 N x 28 x 28 images, N labels, the two files)."""
+    for base in (root / raw_folder, root):
+        found = [next((c for c in (base / f"{stem}.gz", base / stem) if c.is_file()), None) for stem in stems]
+        if None not in found:
+            break
+    else:
+        raise DatasetError(f"{name}: {root} has no {stems[0]}[.gz] and {stems[1]}[.gz] (nor under {raw_folder}/); "
+                           f"put {what} there")
+    image_file, label_file = found
+    images, labels = read_idx(image_file, 3, name), read_idx(label_file, 1, name)
+    if images.shape[1:] != (28, 28) or len(images) != len(labels) or labels.max(initial=0) > 9:
+        raise DatasetError(f"{name}: {image_file} and {label_file} do not form a split of 28 x 28 images with labels "
+                           f"0..9 (images {images.shape}, {len(labels)} labels up to {labels.max(initial=0)}); "
+                           "replace them with the original files")
+    return images, labels, (image_file, label_file)
 
 
 def is_image(filename: str) -> bool:

@@ -72,6 +72,8 @@ def build_dataset(name: str, split: str, *, root: str | Path | None = None, imag
                            f"drop stats=own")
     mean, std = builder.stats if stats == "own" else (IMAGENET_MEAN, IMAGENET_STD)
     dataset = builder(split, root=None if root is None else Path(root).expanduser(), seed=seed, **options)
+    if not hasattr(dataset, "source_files"):
+        dataset.source_files = []  # built in memory (see data/__init__.py)
     if len(dataset) == 0:
         raise DatasetError(f"{name}: the {split} split at {root} holds no images; check the path")
     dataset = dataset.select(classes, max_per_class, seed)

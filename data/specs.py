@@ -4,9 +4,10 @@
     near=fashion_mnist:classes=6-9            held-out classes, labelled 'near'
     ninco=imagefolder:root=/data/NINCO,holdout=0.2
     cifar100:root=/data/cifar100
+    tin=imglist:root=/data/openood/images_classic,list=/data/openood/benchmark_imglist/cifar10/test_tin.txt
 
 Keys: ``root``, ``classes`` (``6-9``, ``0+2+5`` or ``0-2+7``), ``max_per_class``, ``holdout``,
-``partition``, ``image_size``, ``transform`` (``imagenet`` or ``small``: overrides the dataset's kind),
+``partition``, ``list`` (``imglist``'s image list; values cannot hold a comma), ``image_size``, ``transform`` (``imagenet`` or ``small``: overrides the dataset's kind),
 ``stats`` (``imagenet``, the default, or ``own``: the dataset's own channel statistics, CIFAR-10/100).
 Everything else in :func:`data.build_dataset` comes from the entry point's flags (``--image_size``, ``--max_per_class``, ``--seed``) unless the spec sets it.
 """
@@ -18,7 +19,7 @@ from data.dataset import DatasetError
 from data.registry import DATASETS, list_datasets
 
 _INT_KEYS = {"max_per_class", "partition", "image_size"}
-_KEYS = {"root", "classes", "holdout", "transform", "stats"} | _INT_KEYS
+_KEYS = {"root", "classes", "holdout", "transform", "stats", "list"} | _INT_KEYS
 
 
 @dataclass(frozen=True)

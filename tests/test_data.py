@@ -25,12 +25,15 @@ def _seed():
 
 def test_registry_lists_every_dataset_with_kind_and_splits():
     expected = {"fashion_mnist", "animal_mnist", "digits", "textures", "cifar10", "cifar100", "svhn", "stl10",
-                "flowers102", "pets", "aircraft", "dtd", "imagenet100", "imagefolder"}
+                "flowers102", "pets", "aircraft", "dtd", "imagenet100", "imagefolder", "mnist", "tiny_imagenet",
+                "places365", "imglist"}
     assert set(data.list_datasets()) == expected
     assert data.list_datasets() == sorted(data.DATASETS)
     for name, builder in data.DATASETS.items():
-        assert {"train", "test"} <= set(builder.splits), name
-        assert builder.kind == ("small" if name in {"fashion_mnist", "animal_mnist", "digits", "textures"} else "imagenet")
+        # every dataset has a test split; Places365 is read for its validation images only
+        assert {"train", "test"} <= set(builder.splits) or (name, builder.splits) == ("places365", ("val", "test")), name
+        small = {"fashion_mnist", "animal_mnist", "digits", "textures", "mnist"}
+        assert builder.kind == ("small" if name in small else "imagenet")
 
 
 def test_unknown_name_split_and_duplicate_registration_are_rejected():
@@ -96,6 +99,7 @@ def test_digits_and_textures():
     assert digits_test.targets.bincount().min() >= 44  # stratified
     tex_train, tex_test = data.build_dataset("textures", "train"), data.build_dataset("textures", "test")
     assert tex_train.classes == ["brick", "grass", "gravel", "hubble_deep_field"]
+    assert tex_train.source_files == digits_test.source_files == []  # made in memory: no files to fingerprint
     assert (len(tex_train), len(tex_test)) == (164, 160)
     assert tex_train.targets.bincount().tolist() == [41] * 4 and tex_test.targets.bincount().tolist() == [40] * 4
     x, y = tex_test[5]

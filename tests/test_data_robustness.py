@@ -3,28 +3,17 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
 from scipy.io import savemat
 
 import data
-
-
-def one_line_naming(error, *parts):
-    message = str(error.value)
-    assert "\n" not in message
-    for part in parts:
-        assert str(part) in message, (part, message)
-
-
-def write_image(path, value=(10, 20, 30)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8), value).save(path)
+from test_data_files import assert_one_line_naming as one_line_naming
+from test_data_files import write_image
 
 
 def class_tree(root, per_class=3):
     for name in ("a", "b"):
         for i in range(per_class):
-            write_image(root / name / f"{i}.png")
+            write_image(root / name / f"{i}.png", (10 * i, 20, 30))
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links on this system")
@@ -47,7 +36,7 @@ def test_links_into_other_classes_or_twice_into_one_folder_are_refused_and_outsi
     os.remove(root / "a" / "more")
     extra = tmp_path / "elsewhere"
     for i in range(2):
-        write_image(extra / f"x{i}.png")
+        write_image(extra / f"x{i}.png", (i, 0, 0))
     os.symlink(extra, root / "a" / "extra")  # a folder outside the dataset: followed
     dataset = data.build_dataset("imagefolder", "train", root=root)
     assert dataset.targets.bincount().tolist() == [5, 3]
@@ -85,7 +74,7 @@ def test_svhn_truncated_mat_is_one_line_naming_the_file(tmp_path):
 @pytest.mark.parametrize("broken", ["setid.mat", "imagelabels.mat"])
 def test_flowers102_broken_mat_names_that_file(tmp_path, broken):
     base = tmp_path / "flowers-102"
-    write_image(base / "jpg" / "image_00001.jpg")
+    write_image(base / "jpg" / "image_00001.jpg", (9, 9, 9))
     savemat(base / "imagelabels.mat", {"labels": np.array([[1]])})
     savemat(base / "setid.mat", {"trnid": np.array([[1]]), "valid": np.array([[1]]), "tstid": np.array([[1]])})
     assert data.build_dataset("flowers102", "train", root=tmp_path).targets.tolist() == [0]
