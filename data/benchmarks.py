@@ -12,10 +12,11 @@ cifar100      CIFAR-100           CIFAR-10, TinyImageNet       MNIST, SVHN, Text
 imagenet200   ImageNet-200        SSB-hard, NINCO              iNaturalist, Textures, OpenImage-O  OpenImage-O (val)
 ============  ==================  ===========================  ==================================  ==================
 
-Every set is read through OpenOOD's own image list, so the images are exactly OpenOOD's: e.g. its
-CIFAR-10 test list holds 9,000 images (1,000 more form its ID validation list), its TinyImageNet
-lists hold the validation images of classes that do not overlap CIFAR (7,793 test, 1,000
-validation, disjoint), its MNIST list all 70,000 images and its Places365 list 35,195 validation images.
+Every set is read through OpenOOD's own image list, so the images are exactly OpenOOD's; in the
+CIFAR-10 benchmark, e.g., the ID test list holds 9,000 of CIFAR-10's test images (the other 1,000
+form its ID validation list), the TinyImageNet lists a selection of Tiny ImageNet's validation
+images (7,793 test, 1,000 validation, disjoint), the MNIST list all 70,000 MNIST images and the
+Places365 list 35,195 of its validation images.
 
 The root folder (``--benchmark_root``), as OpenOOD's download script lays it out::
 
