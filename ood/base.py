@@ -12,9 +12,21 @@ number of feature batches, sklearn style:
   device when it differs from the one they were fitted on.
 * `weight` (C x D) and `bias` (C) are the linear classifier on the features; a missing bias
   is zero. Logit-based scorers use `logits` when given, else logits = features @ W^T + b.
+
+Every scorer class declares what a search and an evaluation need to know about it:
+
+* `search_space` - option name -> the values OpenOOD v1.5 sweeps (its `postprocessor_sweep`),
+  `{}` when it sweeps nothing; `ood.registry.search_candidates` expands it.
+* `fit_split` - "train" or "val": the ID split OpenOOD fits the scorer on (ReAct's and VRA's
+  percentiles and KLM's templates come from the ID validation split, the rest from training).
+* `uses_classifier` - whether the score reads the classifier W, b (or the logits they give).
+
+Fitting on degenerate features (all rows identical, or for label-using scorers every row equal
+to the others of its class) warns once (UserWarning): such statistics often give constant scores.
 """
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 
 import torch
@@ -79,13 +91,18 @@ def check_batch_size(scorer: str, batch_size: int) -> int:
 class Scorer(ABC):
     """Base class: holds the classifier, validates inputs, turns features into logits.
 
-    Subclasses implement `_fit(features, labels)` (features: checked N x D tensor or None,
-    labels: checked labels or None) and `_score(features, logits)` returning float64 scores;
+    Subclasses implement `_score(features, logits)` returning float64 scores and, when they fit
+    statistics, `_fit(features, labels)` (features: checked N x D tensor or None, labels: checked
+    labels or None);
     `needs_train_features` / `needs_train_labels` say what `fit` requires.
     """
 
     needs_train_features = True
     needs_train_labels = True
+    needs_classifier = False            # fit refuses to run without weight=W
+    search_space: dict[str, list] = {}  # every concrete scorer declares these three itself
+    fit_split = "train"
+    uses_classifier = True
 
     def __init__(self) -> None:
         self.weight: torch.Tensor | None = None
@@ -109,8 +126,15 @@ class Scorer(ABC):
         if self.needs_train_labels and labels is None:
             raise ValueError(f"{name}.fit needs train_labels (N), one class index per training sample")
         self.weight, self.bias = check_classifier(weight, bias, self.dim)
+        if self.needs_classifier and self.weight is None:
+            raise ValueError(f"{self.name} needs the classifier: fit(train_features, train_labels, weight=W, bias=b)")
         if self.weight is not None:
             self.dim = self.weight.shape[1]
+        if features is not None and self.needs_train_features:
+            reason = degenerate_fit(features, labels if self.needs_train_labels else None)
+            if reason:
+                warnings.warn(f"{self.name}: {reason}; its fitted statistics are degenerate and its scores "
+                              "may be constant", UserWarning, stacklevel=2)
         self._fit(features, labels)
         self.fitted = True
         return self
@@ -129,6 +153,11 @@ class Scorer(ABC):
         if features is None and logits is None:
             raise ValueError("score needs features (N x D), logits (N x C) or both")
         return self._score(features, logits)
+
+    @property
+    def name(self) -> str:
+        """The registry name: the class name without `Scorer`, lower case (KNNScorer -> knn)."""
+        return type(self).__name__.removesuffix("Scorer").lower()
 
     def require_fitted(self) -> None:
         """Raise a clear error when `fit` has not been called."""
@@ -154,13 +183,28 @@ class Scorer(ABC):
         bias = self.bias.to(features.device)
         return torch.addmm(bias, features.to(torch.float64), weight.T)
 
-    @abstractmethod
     def _fit(self, features: torch.Tensor | None, labels: torch.Tensor | None) -> None:
-        """Compute the fitted statistics from checked training features and labels."""
+        """Compute the fitted statistics from checked training features and labels (default: none)."""
 
     @abstractmethod
     def _score(self, features: torch.Tensor | None, logits: torch.Tensor | None) -> torch.Tensor:
         """Return float64 scores for checked features and/or logits."""
+
+
+def degenerate_fit(features: torch.Tensor, labels: torch.Tensor | None) -> str | None:
+    """Why fitting on `features` (and `labels`) is degenerate, or None: all rows identical, or
+    (with labels) every row bitwise equal to the first row of its class."""
+    if (features == features[0]).all():
+        return f"all {features.shape[0]} training feature rows are identical"
+    if labels is None:
+        return None
+    _, inverse = torch.unique(labels, return_inverse=True)
+    rows = torch.arange(labels.shape[0], device=labels.device)
+    first = torch.full((int(inverse.max()) + 1,), labels.shape[0], device=labels.device, dtype=rows.dtype)
+    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
+    if (features == features[first[inverse]]).all():
+        return "every training feature row equals the others of its class (zero within-class spread)"
+    return None
 
 
 def require_features(scorer: Scorer, features: torch.Tensor | None) -> torch.Tensor:

@@ -56,6 +56,15 @@ def smallest_jitter_cholesky(covariances: torch.Tensor) -> tuple[torch.Tensor, f
                      "the features are badly scaled (rescale them) or degenerate")
 
 
+def pinv_whitener(covariance: torch.Tensor) -> torch.Tensor:
+    """V diag(lambda)^-1/2 over the eigenpairs of a symmetric PSD `covariance` kept by the
+    pseudo-inverse (lambda > D eps lambda_max, scipy's `pinvh` default), so that
+    x^T Sigma^+ x = ||x^T V diag(lambda)^-1/2||^2. D x rank; rank 0 for a zero matrix."""
+    eigvals, eigvecs = torch.linalg.eigh(covariance)
+    keep = eigvals > covariance.shape[0] * torch.finfo(torch.float64).eps * eigvals.abs().max()
+    return eigvecs[:, keep] / eigvals[keep].sqrt()
+
+
 class GMMScorer(Scorer):
     """Class-conditional Gaussian density (DDU's feature-space density).
 
@@ -80,8 +89,13 @@ class GMMScorer(Scorer):
     class prior (DDU's logsumexp of the class log-densities).
 
     Mukhoti, Kirsch, van Amersfoort, Torr & Gal, "Deep Deterministic Uncertainty: A New Simple
-    Baseline", CVPR 2023 (arXiv 2102.11582, 2021).
+    Baseline", CVPR 2023 (arXiv 2102.11582, 2021). Not OpenOOD's `gmm` (a different, unsupervised
+    mixture): no search; fitted on the training split.
     """
+
+    search_space = {}
+    fit_split = "train"
+    uses_classifier = False
 
     def __init__(self, batch_size: int = 1024) -> None:
         super().__init__()
@@ -153,7 +167,12 @@ class MahalanobisScorer(Scorer):
 
     Lee, Lee, Lee & Shin, "A Simple Unified Framework for Detecting Out-of-Distribution Samples
     and Adversarial Attacks", NeurIPS 2018 (without input pre-processing or layer ensembles).
+    OpenOOD v1.5 `mds`: no options, no search; fitted on the training split.
     """
+
+    search_space = {}
+    fit_split = "train"
+    uses_classifier = False
 
     def __init__(self, batch_size: int = 4096) -> None:
         super().__init__()
@@ -167,11 +186,9 @@ class MahalanobisScorer(Scorer):
         means /= counts.to(means)[:, None]
         centred = x - means[inverse]
         covariance = centred.T @ centred / x.shape[0]
-        eigvals, eigvecs = torch.linalg.eigh(covariance)
-        keep = eigvals > x.shape[1] * torch.finfo(torch.float64).eps * eigvals.abs().max()
         self.classes, self.means, self.covariance = classes, means, covariance
         self.centre = means.mean(dim=0)
-        self._whiten = eigvecs[:, keep] / eigvals[keep].sqrt()
+        self._whiten = pinv_whitener(covariance)
         self._white_means = (means - self.centre) @ self._whiten
 
     def _score(self, features, logits):
@@ -184,3 +201,37 @@ class MahalanobisScorer(Scorer):
             dist = torch.cdist(white, white_means, compute_mode="donot_use_mm_for_euclid_dist")
             scores.append(-dist.amin(dim=1).square())
         return torch.cat(scores)
+
+
+class RMDSScorer(MahalanobisScorer):
+    """Relative Mahalanobis distance: the class distance minus a class-agnostic background distance.
+
+        d_c(h) = (h - mu_c)^T Sigma^+ (h - mu_c)       class means, pooled within-class covariance (1/N)
+        d_0(h) = (h - mu_0)^T Sigma_0^+ (h - mu_0)     mu_0, Sigma_0 = mean and covariance (1/N) of all
+                                                       fitted samples
+        score(h) = max_c (-d_c(h)) + d_0(h)
+
+    The class part is `mahalanobis`'s score; both pseudo-inverses drop eigenvalues <= D eps
+    lambda_max (sklearn's `EmpiricalCovariance.precision_`, as OpenOOD). Ren, Fort, Liu, Roy,
+    Padhy & Lakshminarayanan, "A Simple Fix to Mahalanobis Distance for Improving Near-OOD
+    Detection", arXiv 2106.09022, 2021. OpenOOD v1.5 `rmds`: no options, no search; fitted on the
+    training split (features and labels). OpenOOD computes in float32; here float64.
+    """
+
+    search_space = {}
+    fit_split = "train"
+    uses_classifier = False
+
+    def _fit(self, features, labels):
+        super()._fit(features, labels)
+        x = features.to(torch.float64)
+        self.background_mean = x.mean(dim=0)
+        centred = x - self.background_mean
+        self._background_whiten = pinv_whitener(centred.T @ centred / x.shape[0])
+
+    def _score(self, features, logits):
+        class_part = super()._score(features, logits)
+        mean, whiten = self.background_mean.to(features.device), self._background_whiten.to(features.device)
+        background = torch.cat([((batch.to(torch.float64) - mean) @ whiten).square().sum(dim=1)
+                                for batch in features.split(self.batch_size)])
+        return class_part + background

@@ -16,8 +16,9 @@ class KNNScorer(Scorer):
 
         z* = z / ||z||,   score(z) = -|| z* - t*_(k)(z) ||
 
-    t*_(k)(z) is the k-th nearest of the normalized training features to z*, k = `k`
-    (default 50, the paper's CIFAR-10 setting; clamped to the number of training samples).
+    t*_(k)(z) is the k-th nearest of the normalized training features to z*, k = `K`
+    (default 50, the paper's CIFAR-10 setting; clamped to the number of training samples;
+    `k` is accepted as an alias by `build_scorer`).
     The paper's code (faiss IndexFlatL2) ranks by the squared distance; its negation orders
     samples identically. Labels are not used.
 
@@ -26,15 +27,20 @@ class KNNScorer(Scorer):
     Similarities are computed in float64 for float64 features, else float32 (faiss' precision).
 
     Sun, Ming, Zhu & Li, "Out-of-Distribution Detection with Deep Nearest Neighbors", ICML 2022.
+    OpenOOD v1.5 `knn`: `K` 50, swept over [50, 100, 200, 500, 1000]; fitted on the training split.
     """
 
     needs_train_labels = False
+    search_space = {"K": [50, 100, 200, 500, 1000]}
+    fit_split = "train"
+    uses_classifier = False
+    option_aliases = {"k": "K"}
 
-    def __init__(self, k: int = 50, batch_size: int = 1024) -> None:
+    def __init__(self, K: int = 50, batch_size: int = 1024) -> None:  # noqa: N803 (OpenOOD's name)
         super().__init__()
-        if k < 1:
-            raise ValueError(f"knn k must be >= 1, got {k}")
-        self.k = int(k)
+        if K < 1:
+            raise ValueError(f"knn K must be >= 1, got {K}")
+        self.K = int(K)
         self.batch_size = check_batch_size("knn", batch_size)
 
     @staticmethod
@@ -50,7 +56,7 @@ class KNNScorer(Scorer):
         dtype = self._compute_dtype(features)
         bank = self._bank.to(device=features.device, dtype=dtype)
         bank_sq = self._bank_sq.to(device=features.device, dtype=dtype)
-        k = min(self.k, bank.shape[0])
+        k = min(self.K, bank.shape[0])
         scores = []
         for batch in features.split(self.batch_size):
             query = l2_normalize(batch.to(dtype))

@@ -37,9 +37,16 @@ class ViMScorer(Scorer):
     Logits f(h) = W h + b are computed from the features unless `logits` are passed to score.
 
     Wang, Li, Feng & Zhang, "ViM: Out-Of-Distribution with Virtual-logit Matching", CVPR 2022.
+    OpenOOD v1.5 `vim`: `dim` 256, swept over [256, 1000]; fitted on the training split. The
+    default here stays the paper's rule above (256 at OpenOOD's 512-d CIFAR features, and valid
+    for 192- or 384-d ViT features, where 256 is not); `dim=256` gives OpenOOD's default.
     """
 
     needs_train_labels = False
+    needs_classifier = True
+    search_space = {"dim": [256, 1000]}
+    fit_split = "train"
+    uses_classifier = True
 
     def __init__(self, dim: int | None = None) -> None:
         super().__init__()
@@ -48,8 +55,6 @@ class ViMScorer(Scorer):
         self.principal_dim = dim
 
     def _fit(self, features, labels):
-        if self.weight is None:
-            raise ValueError("vim needs the classifier: fit(train_features, train_labels, weight=W, bias=b)")
         x = features.to(torch.float64)
         feature_dim = x.shape[1]
         dim = vim_default_dim(feature_dim) if self.principal_dim is None else self.principal_dim
@@ -90,10 +95,14 @@ class NECOScorer(Scorer):
     the dimension of the simplex ETF the class means collapse to; clamped to [1, D - 1].
 
     Ben Ammar, Belkhir, Popescu, Manzanera & Franchi, "NECO: NEural Collapse Based
-    Out-of-distribution detection", ICLR 2024.
+    Out-of-distribution detection", ICLR 2024. Not in OpenOOD v1.5: no search; fitted on the
+    training split. `uses_classifier` is False for an instance with use_max_logit=False.
     """
 
     needs_train_labels = False
+    search_space = {}
+    fit_split = "train"
+    uses_classifier = True
 
     def __init__(self, dim: int | None = None, use_max_logit: bool = True) -> None:
         super().__init__()
@@ -101,6 +110,7 @@ class NECOScorer(Scorer):
             raise ValueError(f"neco dim must be >= 1, got {dim}")
         self.principal_dim = dim
         self.use_max_logit = bool(use_max_logit)
+        self.uses_classifier = self.use_max_logit
 
     def _fit(self, features, labels):
         x = features.to(torch.float64)
