@@ -10,6 +10,7 @@ from sklearn.preprocessing import StandardScaler
 from ood import JITTER_LADDER, SCORERS, build_scorer, detection_metrics
 
 DIM, CLASSES, SPREAD = 16, 4, 5.0
+ORIGINAL = ["msp", "maxlogit", "energy", "gmm", "mahalanobis", "knn", "vim", "neco"]  # the zoo: tests/test_ood_zoo*.py
 
 
 def make_data(seed=0, train_per_class=100, test_per_class=50, num_ood=200):
@@ -42,7 +43,7 @@ def data():
     return make_data()
 
 
-@pytest.mark.parametrize("name", list(SCORERS))
+@pytest.mark.parametrize("name", ORIGINAL)
 def test_every_scorer_detects_shifted_ood_in_the_right_direction(data, name):
     scorer = build_scorer(name).fit(data["train"], data["labels"], weight=data["weight"], bias=data["bias"])
     id_scores, ood_scores = scorer.score(data["test"]), scorer.score(data["ood"])
@@ -53,12 +54,13 @@ def test_every_scorer_detects_shifted_ood_in_the_right_direction(data, name):
 
 
 def test_registry_names_and_errors():
-    assert list(SCORERS) == ["msp", "maxlogit", "energy", "gmm", "mahalanobis", "knn", "vim", "neco"]
-    with pytest.raises(ValueError, match="valid names: msp, maxlogit, energy, gmm, mahalanobis, knn, vim, neco"):
+    assert list(SCORERS)[:8] == ORIGINAL and len(SCORERS) == 22
+    with pytest.raises(ValueError, match="valid names: msp, maxlogit, energy, gmm, mahalanobis, knn, vim, neco, react"):
         build_scorer("odin")
-    with pytest.raises(ValueError, match="its options are: k, batch_size"):
+    with pytest.raises(ValueError, match="has no option 'kk'; its options are: K, batch_size"):
         build_scorer("knn", kk=3)
     assert build_scorer("energy", temperature=2.0).temperature == 2.0
+    assert build_scorer("knn", k=7).K == 7 and build_scorer("knn").K == 50  # k: the former keyword
 
 
 def test_logit_scorers_formulas_and_logit_sources(data):
@@ -145,10 +147,10 @@ def test_knn_is_the_kth_neighbour_distance_and_clamps_k(data):
     train = data["train"] / data["train"].norm(dim=1, keepdim=True)
     queries = data["ood"][:20] / data["ood"][:20].norm(dim=1, keepdim=True)
     kth = torch.cdist(queries, train).sort(dim=1).values[:, 9]
-    scores = build_scorer("knn", k=10).fit(data["train"], data["labels"]).score(data["ood"][:20])
+    scores = build_scorer("knn", K=10).fit(data["train"], data["labels"]).score(data["ood"][:20])
     torch.testing.assert_close(scores, -kth, rtol=1e-10, atol=1e-10)
     farthest = torch.cdist(queries, train).amax(dim=1)
-    clamped = build_scorer("knn", k=10**6).fit(data["train"], data["labels"]).score(data["ood"][:20])
+    clamped = build_scorer("knn", K=10**6).fit(data["train"], data["labels"]).score(data["ood"][:20])
     torch.testing.assert_close(clamped, -farthest, rtol=1e-10, atol=1e-10)
 
 
@@ -210,6 +212,7 @@ def test_input_errors(data):
         scorer.score(None, logits=torch.zeros(2, CLASSES, dtype=torch.float64))
 
 
+@pytest.mark.filterwarnings("ignore:nnguide. its bank")  # the fixture is sorted by class
 def test_float32_features_give_float64_scores_on_the_input_device(data):
     for name in SCORERS:
         scorer = build_scorer(name).fit(data["train"].float(), data["labels"],
