@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import ConcatDataset
+from torch.utils.data import Subset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -200,7 +200,8 @@ def measure_loader(args, info: D.DistInfo, folder: Path, workers: int, table: Ta
     train_set, val_set = build_pretrain_data(cfg)
     batches = workers + max(8, 2 * workers) if not args.tiny else workers + 2
     repeats = -(-batches * args.batch // len(train_set))
-    loader, _ = make_loaders(cfg, ConcatDataset([train_set] * repeats), val_set, info, 0)
+    # the files read repeatedly: a Subset of the dataset (what make_loaders reads), each index `repeats` times
+    loader, _ = make_loaders(cfg, Subset(train_set, list(range(len(train_set))) * repeats), val_set, info, 0)
     iterator = iter(loader)
     try:
         for _ in range(workers):  # every worker's first batch: start-up, not throughput
