@@ -79,7 +79,8 @@ def test_bench_ood_small_run_checks_scores_and_prints_both_speed_ups():
     assert re.match(r"speed-up \(fit \+ score\): \d+\.\d\dx", lines[-1])
 
 
-@pytest.mark.parametrize("name", ["bench_train.py", "bench_gpu.py", "bench_ood.py", "bench_nc.py", "bench_eval.py"])
+@pytest.mark.parametrize("name", ["bench_train.py", "bench_gpu.py", "bench_ood.py", "bench_nc.py", "bench_eval.py",
+                                  "device_agreement.py", "gpu_check.py"])
 def test_every_benchmark_documents_its_command(name):
     text = (ROOT / "bench" / name).read_text()
     assert f"bench/{name}" in text

@@ -95,6 +95,11 @@ def test_report_has_a_line_per_check_and_a_missing_smoke_chain_is_a_fail(tmp_pat
     assert "smoke done on cpu" in (tmp_path / "smoke.log").read_text()
 
 
+def test_the_parts_time_limits_keep_the_check_under_8_minutes():
+    assert set(gpu_check.LIMITS) == set(gpu_check.PARTS)
+    assert sum(gpu_check.LIMITS.values()) <= 8 * 60 - 20  # 20 s left for start-up and the report
+
+
 def test_a_part_past_its_time_limit_is_killed_and_fails(tmp_path):
     start = time.perf_counter()
     assert gpu_check.main(["--device", "cpu", "--parts", "smoke", "--out", str(tmp_path), "--limit", "smoke=1",
