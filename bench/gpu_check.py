@@ -11,7 +11,8 @@ FAIL line in the report, never the end of the check:
 - ``agreement``: ``bench/device_agreement.py``: one checkpoint's features and NC metrics on the CPU and on
   CUDA in float32 with TF32 off, within the tolerances that module states and justifies;
 - ``ddp``: with 2 or more GPUs, a short ``pretrain.py`` under ``torchrun --nproc_per_node=2`` (NCCL) on the
-  embedded digits (PASS when it exits 0 with a finite loss logged for each epoch); SKIP with fewer.
+  embedded digits (PASS when it exits 0 with a finite loss logged for each epoch and, with TensorBoard
+  installed, one writer of event files: rank 0); SKIP with fewer.
 
 It writes one report, ``<out>/report.json`` and ``<out>/report.md`` (default ``results/gpu_check``):
 the device, the versions (torch, CUDA, cuDNN, driver, timm, torchvision), every figure and PASS / FAIL /
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from common import describe_device, versions  # noqa: E402
 from core.io import atomic_write_text  # noqa: E402
+from core.tracking import event_files, module_available  # noqa: E402
 from gpu_report import write_report  # noqa: E402
 
 # seconds each part may take on a CUDA machine (together under 8 minutes); --limit PART=SECONDS changes one
@@ -156,7 +158,9 @@ def ddp_part(args, out: Path) -> tuple[list[dict], dict | None]:
     if args.ddp == "auto" and gpus < 2:
         return [check("ddp", "SKIP", {"gpus": gpus}, "needs 2 or more GPUs")], None
     save_dir = out / "ddp_run"
+    logged = module_available("tensorboard")  # then only rank 0 may have written event files
     flags = DDP_FLAGS + (TINY_DDP_FLAGS if args.tiny else []) + ["--device", args.device, "--save_dir", str(save_dir)]
+    flags += ["--logger", "tensorboard"] if logged else []
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "pretrain.py"), *flags]
     run = run_part("ddp", command, out, args.limits["ddp"], env={"OMP_NUM_THREADS": "1"})
@@ -165,10 +169,13 @@ def ddp_part(args, out: Path) -> tuple[list[dict], dict | None]:
     if run["code"] != 0:
         return [failed("ddp", run)], run
     finite = records and all(math.isfinite(r["loss"]) for r in records)
-    return [check("ddp", "PASS" if finite and len(records) == 2 else "FAIL",
+    writers = len(event_files(save_dir / "tensorboard" / "model")) if logged else None
+    ok = finite and len(records) == 2 and writers in (None, 1)
+    return [check("ddp", "PASS" if ok else "FAIL",
                   {"processes": 2, "epochs": len(records), "img_per_s": records[-1]["img_per_s"] if records else None,
-                   "val_acc1": records[-1]["val_acc1"] if records else None},
-                  "torchrun --nproc_per_node=2 pretrain.py (" + ("nccl" if gpus else "gloo") + "), 2 epochs")], run
+                   "val_acc1": records[-1]["val_acc1"] if records else None, "tensorboard_writers": writers},
+                  "torchrun --nproc_per_node=2 pretrain.py (" + ("nccl" if gpus else "gloo") + "), 2 epochs"
+                  + ("; TensorBoard written by rank 0 alone" if logged else ""))], run
 
 
 PARTS = {"bench": bench_part, "smoke": smoke_part, "agreement": agreement_part, "ddp": ddp_part}

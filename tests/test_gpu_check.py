@@ -123,6 +123,8 @@ def test_every_part_runs_in_tiny_mode_on_the_cpu(tmp_path):
                       "ddp": "PASS"}
     assert {status["step resnet18"], status["step vit_tiny"]} <= {"PASS", "FAIL"}
     assert report["parts"]["bench"]["rows"] and report["parts"]["agreement"]["verdict"] == "PASS"
+    ddp = next(c for c in report["checks"] if c["name"] == "ddp")
+    assert ddp["figures"]["epochs"] == 2 and ddp["figures"]["tensorboard_writers"] == 1  # rank 0 alone
     markdown = (tmp_path / "report.md").read_text()
     assert "## Benchmark rows" in markdown and "## Device agreement per layer" in markdown
     assert result.stdout.strip().splitlines()[-1].startswith("gpu_check: FAIL (")
