@@ -131,9 +131,15 @@ class WandbLog:
         run_id = id_file.read_text(encoding="utf-8").strip() if self.continues else secrets.token_hex(6)
         if not self.continues:
             atomic_write_text(id_file, run_id + "\n")
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
-                              name=f"{config.get('expt_name', 'run')}/{stem}", id=run_id, resume="allow",
-                              dir=str(save_dir), config=config, mode=os.environ.get("WANDB_MODE") or "offline")
+        mode = os.environ.get("WANDB_MODE") or "offline"
+        try:
+            self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
+                                  name=f"{config.get('expt_name', 'run')}/{stem}", id=run_id, resume="allow",
+                                  dir=str(save_dir), config=config, mode=mode)
+        except Exception as exc:  # noqa: BLE001 - e.g. online without a login: one line, not a traceback
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"--logger wandb could not start a run in {mode} mode ({first}); log in with "
+                            f"'wandb login', or unset WANDB_MODE to log offline under {save_dir / 'wandb'}") from None
 
     def write(self, values: dict[str, float], step: int) -> None:
         self.run.log(values, step=step)
