@@ -6,12 +6,13 @@ import struct
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from scipy.io import savemat
 
 import data
 from data.natural import imagenet100_classes
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from scripts.smoke_data import (write_cifar10, write_cifar100, write_flowers102, write_image, write_list_dataset,
+                                write_stl10_split)
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -29,31 +30,7 @@ def assert_one_line_naming(error, *parts):
         assert str(part) in message, (part, message)
 
 
-def write_image(path, value, size=(20, 16), mode="RGB"):
-    """A constant image; the format (PNG, JPEG) follows the file extension."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, value).save(path)
-
-
-# ----------------------------------------------------------------------------- CIFAR
-
-def constant_cifar_images(labels):
-    """One image per label, every pixel of channel c equal to (40 * label + 10 * c) % 256."""
-    colours = np.array([[(40 * y + 10 * c) % 256 for c in range(3)] for y in labels], dtype=np.uint8)
-    return np.repeat(colours[:, :, None], 32 * 32, axis=2).reshape(len(labels), 3072)
-
-
-def write_cifar10(root, per_batch=4):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        labels = [(i + j) % 10 for j in range(per_batch)]
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"data": constant_cifar_images(labels), b"labels": labels}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [f"class{k}".encode() for k in range(10)]}, f)
-    return folder
-
+# ----------------------------------------------------------------------------- CIFAR (writers: scripts/smoke_data.py)
 
 def test_cifar10_python_batches(tmp_path):
     write_cifar10(tmp_path)
@@ -80,13 +57,7 @@ def test_cifar10_class_selection_and_max_per_class(tmp_path):
 
 
 def test_cifar100_fine_labels(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    for split, labels in (("train", [0, 99, 5]), ("test", [7, 7])):
-        with open(folder / split, "wb") as f:
-            pickle.dump({b"data": constant_cifar_images(labels), b"fine_labels": labels, b"coarse_labels": [0] * len(labels)}, f)
-    with open(folder / "meta", "wb") as f:
-        pickle.dump({b"fine_label_names": [f"fine{k}".encode() for k in range(100)]}, f)
+    write_cifar100(tmp_path, {"train": [0, 99, 5], "test": [7, 7]})
     train = data.build_dataset("cifar100", "train", root=tmp_path)
     assert train.targets.tolist() == [0, 99, 5] and train.num_classes == 100 and train.classes[99] == "fine99"
     assert data.build_dataset("cifar100", "test", root=tmp_path).targets.tolist() == [7, 7]
@@ -268,20 +239,13 @@ def test_svhn_mat_maps_label_10_to_digit_0(tmp_path):
 
 
 def test_stl10_binary_column_major(tmp_path):
-    folder = tmp_path / "stl10_binary"
-    folder.mkdir()
     images = np.random.default_rng(0).integers(0, 256, size=(3, 3, 96, 96), dtype=np.uint8)
-    images.transpose(0, 1, 3, 2).tofile(folder / "train_X.bin")
-    np.array([1, 10, 4], dtype=np.uint8).tofile(folder / "train_y.bin")
-    (folder / "class_names.txt").write_text("\n".join(f"c{k}" for k in range(10)) + "\n")
+    write_stl10_split(tmp_path / "stl10_binary", "train", images, [1, 10, 4])
     train = data.build_dataset("stl10", "train", root=tmp_path, image_size=48)
     assert train.targets.tolist() == [0, 9, 3] and train.classes[9] == "c9"
     assert torch.equal(train.image(1), torch.from_numpy(images[1])) and train[1][0].shape == (3, 48, 48)
     bad = tmp_path / "bad" / "stl10_binary"
-    bad.mkdir(parents=True)
-    images[:2].transpose(0, 1, 3, 2).tofile(bad / "test_X.bin")
-    np.array([1], dtype=np.uint8).tofile(bad / "test_y.bin")
-    (bad / "class_names.txt").write_text("\n".join(f"c{k}" for k in range(10)) + "\n")
+    write_stl10_split(bad, "test", images[:2], [1])
     with pytest.raises(data.DatasetError) as error:
         data.build_dataset("stl10", "test", root=bad.parent)
     assert_one_line_naming(error, bad / "test_X.bin", "27,648")
@@ -290,11 +254,7 @@ def test_stl10_binary_column_major(tmp_path):
 # ----------------------------------------------------------------------------- list-file datasets
 
 def test_flowers102_mat_files(tmp_path):
-    base = tmp_path / "flowers-102"
-    for i in range(1, 7):
-        write_image(base / "jpg" / f"image_{i:05d}.jpg", (i * 30, 0, 0))
-    savemat(base / "imagelabels.mat", {"labels": np.array([[1, 102, 3, 1, 2, 3]])})
-    savemat(base / "setid.mat", {"trnid": np.array([[1, 2]]), "valid": np.array([[3, 4]]), "tstid": np.array([[5, 6]])})
+    write_flowers102(tmp_path / "flowers-102", [1, 102, 3, 1, 2, 3], {"trnid": [1, 2], "valid": [3, 4], "tstid": [5, 6]})
     train = data.build_dataset("flowers102", "train", root=tmp_path)
     assert train.targets.tolist() == [0, 101] and train.num_classes == 102 and train.classes[0] == "pink primrose"
     assert data.build_dataset("flowers102", "val", root=tmp_path).targets.tolist() == [2, 0]
@@ -302,23 +262,18 @@ def test_flowers102_mat_files(tmp_path):
 
 
 def test_pets_aircraft_dtd_list_files(tmp_path):
-    pets = tmp_path / "oxford-iiit-pet"
-    (pets / "annotations").mkdir(parents=True)
-    (pets / "annotations" / "trainval.txt").write_text("Abyssinian_1 1 1 1\namerican_bulldog_2 2 2 1\n")
-    (pets / "annotations" / "test.txt").write_text("Abyssinian_3 1 1 1\namerican_bulldog_4 2 2 1\n")
-    for name in ("Abyssinian_1", "american_bulldog_2", "Abyssinian_3", "american_bulldog_4"):
-        write_image(pets / "images" / f"{name}.jpg", (5, 5, 5))
+    write_list_dataset(tmp_path / "oxford-iiit-pet",
+                       {"annotations/trainval.txt": ["Abyssinian_1 1 1 1", "american_bulldog_2 2 2 1"],
+                        "annotations/test.txt": ["Abyssinian_3 1 1 1", "american_bulldog_4 2 2 1"]},
+                       "images", ["Abyssinian_1", "american_bulldog_2", "Abyssinian_3", "american_bulldog_4"])
     train = data.build_dataset("pets", "train", root=tmp_path)
     assert train.classes == ["Abyssinian", "American Bulldog"] and train.targets.tolist() == [0, 1]
     assert train[1][0].shape == (3, 32, 32)
 
     air = tmp_path / "fgvc-aircraft-2013b" / "data"
-    air.mkdir(parents=True)
-    (air / "variants.txt").write_text("707-320\nA300B4\nF/A-18\n")
-    (air / "images_variant_trainval.txt").write_text("0001 F/A-18\n0002 707-320\n")
-    (air / "images_variant_test.txt").write_text("0003 A300B4\n")
-    for name in ("0001", "0002", "0003"):
-        write_image(air / "images" / f"{name}.jpg", (1, 2, 3))
+    write_list_dataset(air, {"variants.txt": ["707-320", "A300B4", "F/A-18"],
+                             "images_variant_trainval.txt": ["0001 F/A-18", "0002 707-320"],
+                             "images_variant_test.txt": ["0003 A300B4"]}, "images", ["0001", "0002", "0003"])
     aircraft = data.build_dataset("aircraft", "train", root=tmp_path)
     assert aircraft.classes == ["707-320", "A300B4", "F/A-18"] and aircraft.targets.tolist() == [2, 0]
     assert data.build_dataset("aircraft", "test", root=tmp_path).targets.tolist() == [1]
