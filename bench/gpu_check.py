@@ -212,7 +212,10 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     for part in args.parts:
         print(f"gpu_check: {part} (at most {args.limits[part]:.0f} s) ...", flush=True)
-        checks, raw = PARTS[part](args, out)
+        try:
+            checks, raw = PARTS[part](args, out)
+        except Exception as exc:  # noqa: BLE001 - reading a part's output failed: a FAIL line, the report still written
+            checks, raw = [check(part, "FAIL", {}, f"reading its results failed: {type(exc).__name__}: {exc}")], None
         report["checks"] += checks
         report["parts"][part] = raw
         for c in checks:

@@ -95,6 +95,16 @@ def test_report_has_a_line_per_check_and_a_missing_smoke_chain_is_a_fail(tmp_pat
     assert "smoke done on cpu" in (tmp_path / "smoke.log").read_text()
 
 
+def test_a_part_whose_results_cannot_be_read_is_a_fail_line(tmp_path, monkeypatch):
+    def broken(args, out):
+        raise KeyError("ratios")
+    monkeypatch.setitem(gpu_check.PARTS, "bench", broken)
+    assert gpu_check.main(["--device", "cpu", "--parts", "bench", "ddp", "--out", str(tmp_path)]) == 1
+    checks = report_of(tmp_path)["checks"]
+    assert [(c["name"], c["status"]) for c in checks] == [("bench", "FAIL"), ("ddp", "SKIP")]
+    assert "KeyError" in checks[0]["detail"]
+
+
 def test_the_parts_time_limits_keep_the_check_under_8_minutes():
     assert set(gpu_check.LIMITS) == set(gpu_check.PARTS)
     assert sum(gpu_check.LIMITS.values()) <= 8 * 60 - 20  # 20 s left for start-up and the report
