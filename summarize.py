@@ -1,9 +1,10 @@
-"""Summarize one results folder as the paper's Table 1 and Figure 1 (with the four claims on that
-seed and the curves of training), check the claims and the 2 x 2 ablation over several seeds'
-folders, or tabulate min / max / mean AUROC over seeds of eval_ood.py results (Haas et al.,
+"""Summarize one results folder, or several merged, as the paper's Table 1 and Figure 1 (with the
+four claims on that seed and the curves of training), check the claims and the 2 x 2 ablation over
+several seeds' folders, or tabulate min / max / mean AUROC over seeds of eval_ood.py results (Haas et al.,
 TMLR 2022, Tables 4 and 5); see study/summary.py and study/claims.py.
 
     python summarize.py --results results/demo --runs runs/demo
+    python summarize.py --results results/resnet18_in100_baseline results/resnet18_in100_nc --out_dir results/paper
     python summarize.py --seeds results/seed0 results/seed1 results/seed2 --out_dir results/claims
     python summarize.py --sweep results/sweep/epochs10 results/sweep/epochs20 --out_dir results/sweep
     python summarize.py --ood_seeds results/ddu/seed*/baseline.json --out_dir results/ddu
@@ -19,7 +20,9 @@ from study.sweep import summarize_sweep
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--results", help="folder holding nc.json, ood.json and linear_probe.json")
+    what.add_argument("--results", nargs="+", metavar="DIR",
+                      help="folder(s) holding nc.json, ood.json and linear_probe.json; several make one table "
+                           "(with --out_dir), e.g. the paper chain's results/<expt_name> folders")
     what.add_argument("--seeds", nargs="+", help="summarized results folders of several seeds: check the claims")
     what.add_argument("--sweep", nargs="+", metavar="STUDY",
                       help="study folders of scripts/reproduce_embedded.sh at different EPOCHS: the training-length sweep")

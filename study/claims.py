@@ -36,6 +36,7 @@ HOOKS = ("last_conv", "encoder")
 PROJECTOR_NC = ("projector_raw", "projector")   # NC1 and transfer of the projector: the raw output first
 PROJECTOR_OOD = "projector"                     # OOD detection: the L2-normalized output
 CONFIDENCE = 0.95
+BASELINE_SUFFIX, NC_SUFFIX = "_baseline", "_nc"   # the paper chain's experiment names, <arch>_in100_<variant>
 
 # (text, ours side, comparison, other side); a side is (model, layer role, key), a role is
 # 'hook', 'projector_nc' or 'projector_ood'
@@ -78,6 +79,40 @@ def hooks_in(tables: Sequence[Sequence[dict]], hooks: Sequence[str] = HOOKS) -> 
     """The hook points evaluated for both ``baseline`` and ``ours`` in every table, in ``hooks`` order."""
     indexes = [_index(t) for t in tables]
     return [h for h in hooks if all(("baseline", h) in ix and ("ours", h) in ix for ix in indexes)]
+
+
+def hook_words(hook: str) -> str:
+    return "the paper's hook point" if hook == "last_conv" else "the pooled embedding"
+
+
+def model_pairs(models: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(name, baseline model, NC model)`` of every pair among ``models`` whose claims can be checked:
+    the embedded demo's ``baseline`` and ``ours`` (name ``""``), and each ``<name>_baseline`` with its
+    ``<name>_nc`` (the paper chain's experiment names, e.g. ``resnet18_in100``), in order of appearance."""
+    present = list(dict.fromkeys(models))
+    pairs = [("", "baseline", "ours")] if {"baseline", "ours"} <= set(present) else []
+    for model in present:
+        name = model.removesuffix(BASELINE_SUFFIX)
+        if model != name and name + NC_SUFFIX in present:
+            pairs.append((name, model, name + NC_SUFFIX))
+    return pairs
+
+
+def pair_claims(table: Sequence[dict], baseline: str, ours: str) -> list[dict]:
+    """The four claims of :func:`seed_claims` for the models ``baseline`` and ``ours`` of ``table``, at
+    the first hook point both were evaluated at, their labels naming the two models; [] without one."""
+    sides = {baseline: "baseline", ours: "ours"}
+    renamed = [{**row, "model": sides[row["model"]]} for row in table if row["model"] in sides]
+    hooks = hooks_in([renamed])
+    if not hooks:
+        return []
+    claims = seed_claims(renamed, hooks[0])
+    real = {"baseline": baseline, "ours": ours}
+    for claim in claims:
+        for key in ("ours_label", "other_label"):
+            arm, _, rest = claim[key].partition(" ")
+            claim[key] = f"{real[arm]} {rest}"
+    return claims
 
 
 def has_arms(table: Sequence[dict], arms: Sequence[str]) -> bool:

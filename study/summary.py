@@ -1,16 +1,19 @@
 """The paper's Table 1, Figure 1, its claims and the curves of training, from the evaluators' results.
 
 Reads ``nc.json`` (eval_nc.py), ``ood.json`` (eval_ood.py) and ``linear_probe.json``
-(train_lp.py) from one results folder and writes ``summary.{json,csv,md}``: one row per model
-and layer of :data:`TABLE_LAYERS` (the hook points ``last_conv`` and ``encoder``, the projector
+(train_lp.py) from one results folder, or from several merged (the paper chain writes one per
+model, ``results/<expt_name>/``), and writes ``summary.{json,csv,md}``: one row per model and
+layer of :data:`TABLE_LAYERS` (the hook points ``last_conv`` and ``encoder``, the projector
 before and after its L2 normalization) with the ID top-1 of the layer's probe, NC1 and VCI
 (train split), FPR95 of the energy score per OOD set and their average, and the best probe
-top-1 per transfer set and their average. Figures: NC1 by layer for every model; NC1 against
-FPR95 and against transfer accuracy across all layers, with Pearson's R between log10(NC1) and
-the other axis. With the models ``baseline`` and ``ours`` it checks the paper's four claims on
-that seed (:mod:`study.claims`), prints them in words and writes ``claims.json``; with the
-training logs (``runs``) it copies their per-epoch records to ``curves.json`` and draws
-``nc1_over_training.png``.
+top-1 per transfer set and their average. Results of one model made from different checkpoints
+(the SHA-256 each result file records) are refused. Figures: NC1 by layer for every model; NC1
+against FPR95 and against transfer accuracy across all layers, with Pearson's R between
+log10(NC1) and the other axis. For each pair of a baseline and its NC-controlled model (the
+demo's ``baseline`` and ``ours``; the paper chain's ``<name>_baseline`` and ``<name>_nc``) it
+checks the paper's four claims on that seed (:mod:`study.claims`), prints them in words and
+writes ``claims.json``; with the training logs (``runs``) it copies their per-epoch records to
+``curves.json`` and draws ``nc1_over_training.png``.
 
 :func:`summarize_seeds` does the same over several seeds' folders: the claims with paired
 differences and confidence intervals, the 2 x 2 ablation, and the curves as mean +- std bands.
@@ -31,16 +34,68 @@ from study import claims as C
 TABLE_LAYERS = ("last_conv", "encoder", "projector_raw", "projector")
 
 
-def _rows(folder: Path, name: str) -> list[dict]:
+RESULT_FILES = ("nc", "ood", "linear_probe")
+
+
+def _result_file(folder: Path, name: str) -> dict:
     path = folder / f"{name}.json"
     if not path.is_file():
         raise UserError(f"{path} is missing; run the evaluator that writes it first (see scripts/demo.sh)")
-    return read_json(path)["rows"]
+    return read_json(path)
+
+
+def _same_checkpoint(sources: dict[str, tuple[str, Path]], model: str, record: dict, path: Path) -> None:
+    """Refuse results of ``model`` made from two different checkpoints (the SHA-256 each result file records)."""
+    sha = record.get("sha256")
+    if sha is None:
+        return
+    first = sources.setdefault(model, (sha, path))
+    if first[0] != sha:
+        raise UserError(f"{model}: {first[1]} was made from the checkpoint with SHA-256 {first[0][:12]}... but {path} "
+                        f"from {record.get('path', 'another file')} ({sha[:12]}...); evaluate every task on one "
+                        f"checkpoint (rerun the older results)")
+
+
+def read_results(folders: list[Path]) -> dict[str, list[dict]]:
+    """The rows of ``nc.json``, ``ood.json`` and ``linear_probe.json`` of every folder, merged. A model's
+    results of one kind must come from one folder, and all of a model's results from one checkpoint
+    where the files record it (``checkpoints``: ``{model: {path, sha256}}``; older files without it
+    are taken as they are); either mistake is a one-line UserError naming both files."""
+    rows: dict[str, list[dict]] = {name: [] for name in RESULT_FILES}
+    owner: dict[tuple[str, str], Path] = {}
+    sources: dict[str, tuple[str, Path]] = {}
+    for folder in folders:
+        for name in RESULT_FILES:
+            path = folder / f"{name}.json"
+            content = _result_file(folder, name)
+            for model, record in (content.get("checkpoints") or {}).items():
+                _same_checkpoint(sources, model, record, path)
+            for row in content["rows"]:
+                first = owner.setdefault((name, row["model"]), path)
+                if first != path:
+                    raise UserError(f"{row['model']} has {name} results in both {first} and {path}; pass one "
+                                    f"of the folders, or name the checkpoints apart (--names)")
+                rows[name].append(row)
+    return rows
+
+
+def _table_row(model: str, layer: str, n: dict, ood: dict, lp: dict) -> dict:
+    row = {"model": model, "layer": layer, "depth": n["depth"], "id_acc": ood["average"].get("id_acc"),
+           "nc1": n["nc1"], "vci": n["vci"]}
+    row.update({f"fpr95_{s}": r["fpr95"] for s, r in ood.items() if s != "average"})
+    row["fpr95_avg"] = ood["average"]["fpr95"]
+    row.update({f"lp_{d}": r["best_acc"] for d, r in lp.items() if d != "average"})
+    row["lp_acc_avg"] = lp["average"]["best_acc"]
+    return row
 
 
 def layer_table(nc_rows: list[dict], ood_rows: list[dict], lp_rows: list[dict], scorer: str = "energy",
                 split: str = "train") -> list[dict]:
-    """Every (model, layer) that the three result sets share, in model then depth order."""
+    """Every (model, layer) that the three result sets share, in model then depth order. Where the
+    official protocol reads the projector at two layers, NC and transfer before its L2 normalization
+    (``projector_raw``, evaluated by neither the OOD run) and OOD detection after it (``projector``,
+    evaluated by neither of the others), as the paper's CNN scripts do, the two make one ``projector``
+    row: NC1, VCI and transfer of ``projector_raw``, ID top-1 and FPR95 of ``projector``."""
     nc = {(r["model"], r["layer"]): r for r in nc_rows if r["split"] == split}
     ood: dict[tuple, dict] = {}
     for r in ood_rows:
@@ -51,26 +106,25 @@ def layer_table(nc_rows: list[dict], ood_rows: list[dict], lp_rows: list[dict], 
         lp.setdefault((r["model"], r["layer"]), {})[r["dataset"]] = r
     rows = []
     for key, n in nc.items():
-        if key not in ood or key not in lp:
-            continue
-        row = {"model": key[0], "layer": key[1], "depth": n["depth"], "id_acc": ood[key]["average"].get("id_acc"),
-               "nc1": n["nc1"], "vci": n["vci"]}
-        row.update({f"fpr95_{s}": r["fpr95"] for s, r in ood[key].items() if s != "average"})
-        row["fpr95_avg"] = ood[key]["average"]["fpr95"]
-        row.update({f"lp_{d}": r["best_acc"] for d, r in lp[key].items() if d != "average"})
-        row["lp_acc_avg"] = lp[key]["average"]["best_acc"]
-        rows.append(row)
+        model, layer = key
+        if key in ood and key in lp:
+            rows.append(_table_row(model, layer, n, ood[key], lp[key]))
+        elif layer == "projector_raw" and key in lp and (model, "projector") in ood and (model, "projector") not in nc:
+            rows.append(_table_row(model, "projector", n, ood[(model, "projector")], lp[key]))
     return rows
 
 
-def summarize(results_dir: str | Path, out_dir: str | Path | None = None, scorer: str = "energy",
+def summarize(results_dirs: str | Path | list, out_dir: str | Path | None = None, scorer: str = "energy",
               runs: str | Path | None = None) -> list[dict]:
-    results_dir = Path(results_dir)
-    out_dir = Path(out_dir or results_dir)
-    every_layer = layer_table(_rows(results_dir, "nc"), _rows(results_dir, "ood"), _rows(results_dir, "linear_probe"),
-                              scorer=scorer)
+    """Table 1, Figure 1 and the claims of one results folder, or of several merged (``out_dir`` then required)."""
+    folders = [Path(d) for d in ([results_dirs] if isinstance(results_dirs, (str, Path)) else results_dirs)]
+    if len(folders) > 1 and out_dir is None:
+        raise UserError(f"{len(folders)} results folders make one table; say where it goes with --out_dir")
+    out_dir = Path(out_dir or folders[0])
+    results = read_results(folders)
+    every_layer = layer_table(results["nc"], results["ood"], results["linear_probe"], scorer=scorer)
     if not every_layer:
-        raise UserError(f"{results_dir}: the NC, OOD and probe results share no (model, layer); "
+        raise UserError(f"{', '.join(map(str, folders))}: the NC, OOD and probe results share no (model, layer); "
                         f"run the three evaluators on the same checkpoints and layers")
     table = [r for r in every_layer if r["layer"] in TABLE_LAYERS]
     columns = list(dict.fromkeys(k for r in table for k in r if k != "depth"))
@@ -90,15 +144,7 @@ def summarize(results_dir: str | Path, out_dir: str | Path | None = None, scorer
     print(text_table(table, columns))
     print(f"Pearson R across all layers: log10(NC1) vs FPR95 {r_fpr:+.2f}; log10(NC1) vs transfer top-1 {r_lp:+.2f}")
     written = ["summary.json, .csv, .md", "summary_by_layer.png", "nc1_vs_fpr95.png", "nc1_vs_transfer.png"]
-    hooks = C.hooks_in([table])
-    if hooks:
-        by_hook = {hook: C.seed_claims(table, hook) for hook in hooks}
-        for hook, claims in by_hook.items():
-            where = "the paper's hook point" if hook == "last_conv" else "the pooled embedding"
-            print(f"The paper's claims on this seed, encoder read at {hook} ({where}):")
-            print(C.describe_seed_claims(claims))
-        atomic_write_text(out_dir / "claims.json", json_text(by_hook[hooks[0]]))
-        written.append(f"claims.json (at {hooks[0]})")
+    written += report_claims(table, out_dir)
     if runs is not None:
         curves = training_curves(runs, list(series))
         atomic_write_text(out_dir / "curves.json", json_text({"runs": str(runs), "models": curves}))
@@ -107,6 +153,41 @@ def summarize(results_dir: str | Path, out_dir: str | Path | None = None, scorer
         written += ["curves.json", "nc1_over_training.png"]
     print(f"wrote in {out_dir}: {', '.join(written)}")
     return table
+
+
+def report_claims(table: list[dict], out_dir: Path) -> list[str]:
+    """Print the four claims of every pair of models in ``table`` and write ``claims.json``; the files written.
+    The embedded demo's pair (``baseline``, ``ours``) is checked at every hook point both have, and its
+    ``claims.json`` holds the four claims at the first; each pair ``<name>_baseline``, ``<name>_nc`` (the
+    paper chain's) is checked at its first hook point, and ``claims.json`` then lists every pair's claims,
+    each with its ``pair`` (``<name>``)."""
+    pairs = C.model_pairs([r["model"] for r in table])
+    if not pairs:
+        return []
+    if [p[0] for p in pairs] == [""]:
+        hooks = C.hooks_in([table])
+        if not hooks:
+            return []
+        by_hook = {hook: C.seed_claims(table, hook) for hook in hooks}
+        for hook, claims in by_hook.items():
+            print(f"The paper's claims on this seed, encoder read at {hook} ({C.hook_words(hook)}):")
+            print(C.describe_seed_claims(claims))
+        atomic_write_text(out_dir / "claims.json", json_text(by_hook[hooks[0]]))
+        return [f"claims.json (at {hooks[0]})"]
+    every = []
+    for name, baseline, ours in pairs:
+        claims = C.pair_claims(table, baseline, ours)
+        if not claims:
+            continue
+        print(f"The paper's claims for {name or 'baseline / ours'} ({ours} vs {baseline}), encoder read at "
+              f"{claims[0]['hook']} ({C.hook_words(claims[0]['hook'])}):")
+        print(C.describe_seed_claims(claims))
+        every += [{"pair": name, **c} for c in claims]
+    if not every:
+        return []
+    atomic_write_text(out_dir / "claims.json", json_text(every))
+    pairs_checked = len(every) // len(C.CLAIMS)
+    return [f"claims.json ({pairs_checked} pair{'s' if pairs_checked > 1 else ''})"]
 
 
 def json_text(obj) -> str:

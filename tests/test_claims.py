@@ -191,3 +191,91 @@ def test_over_seeds_without_both_sides_is_one_clear_error(tmp_path):
     summarize.main(["--results", str(tmp_path / "s0")])
     with pytest.raises(SystemExit):
         summarize.main(["--seeds", str(tmp_path / "s0"), "--out_dir", str(tmp_path / "all")])
+
+
+# --------------------------------------------------------------------------- several folders: the paper chain
+
+def write_model(folder, model, layers, sha=None, ood_layers=None, lp_layers=None, nc1=0.3):
+    """One model's nc.json, ood.json and linear_probe.json as the paper chain writes them (one folder per
+    model); ``layers`` per task; ``sha``: the checkpoint record, one value or {task: value}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tasks = {"nc": layers, "ood": ood_layers or layers, "linear_probe": lp_layers or layers}
+    for task, task_layers in tasks.items():
+        rows = []
+        for depth, layer in enumerate(task_layers):
+            if task == "nc":
+                rows.append({"model": model, "layer": layer, "split": "train", "depth": depth, "nc1": nc1 / (depth + 1),
+                             "vci": 0.2})
+            elif task == "ood":
+                rows += [{"model": model, "layer": layer, "scorer": "energy", "ood": o, "fpr95": 0.5 + 0.1 * depth,
+                          "id_acc": 0.8} for o in ("ninco", "average")]
+            else:
+                rows += [{"model": model, "layer": layer, "dataset": d, "best_acc": 0.6 - 0.1 * depth}
+                         for d in ("cub200", "average")]
+        content = {"rows": rows}
+        digest = sha.get(task) if isinstance(sha, dict) else sha
+        if digest is not None:
+            content["checkpoints"] = {model: {"path": f"/ckpt/{model}-{digest}.pth", "sha256": digest * 16}}
+        (folder / f"{task}.json").write_text(json.dumps(content))
+
+
+def paper_folders(tmp_path, sha="abcd"):
+    """A CNN pair as the paper scripts evaluate it (NC and transfer at projector_raw, OOD at projector) and a ViT pair."""
+    folders = []
+    for arch, hook in (("resnet18", "last_conv"), ("vit_tiny", "encoder")):
+        raw = "projector_raw" if hook == "last_conv" else "projector"
+        for variant, nc1 in (("baseline", 0.3), ("nc", 0.5)):
+            name = f"{arch}_in100_{variant}"
+            extra = [raw] if variant == "nc" else []
+            ood_extra = ["projector"] if variant == "nc" else []
+            write_model(tmp_path / name, name, [hook, *extra], sha, ood_layers=[hook, *ood_extra], nc1=nc1)
+            folders.append(str(tmp_path / name))
+    return folders
+
+
+def test_several_folders_make_one_table_with_every_column_and_the_claims_of_each_pair(tmp_path, capsys):
+    folders = paper_folders(tmp_path)
+    table = summarize.main(["--results", *folders, "--out_dir", str(tmp_path / "paper")])
+    assert [(r["model"], r["layer"]) for r in table] == [
+        ("resnet18_in100_baseline", "last_conv"), ("resnet18_in100_nc", "last_conv"), ("resnet18_in100_nc", "projector"),
+        ("vit_tiny_in100_baseline", "encoder"), ("vit_tiny_in100_nc", "encoder"), ("vit_tiny_in100_nc", "projector")]
+    for row in table:
+        assert set(row) == {"model", "layer", "depth", "id_acc", "nc1", "vci", "fpr95_ninco", "fpr95_avg", "lp_cub200",
+                            "lp_acc_avg"} and None not in row.values()
+    cnn_projector = table[2]   # NC1 and transfer before the L2 normalization, OOD after it
+    assert (cnn_projector["nc1"], cnn_projector["lp_acc_avg"], cnn_projector["fpr95_avg"]) == (0.25, 0.5, 0.6)
+    claims = json.loads((tmp_path / "paper" / "claims.json").read_text())
+    assert [(c["pair"], c["number"], c["hook"]) for c in claims] == [
+        (pair, n, hook) for pair, hook in (("resnet18_in100", "last_conv"), ("vit_tiny_in100", "encoder"))
+        for n in (1, 2, 3, 4)]
+    assert claims[1]["ours_label"] == "resnet18_in100_nc projector nc1" and claims[1]["ours"] == 0.25
+    assert claims[2]["other_label"] == "resnet18_in100_baseline last_conv fpr95_avg"
+    out = capsys.readouterr().out
+    assert "The paper's claims for resnet18_in100 (resnet18_in100_nc vs resnet18_in100_baseline)" in out
+    for name in ("summary.md", "nc1_vs_fpr95.png", "nc1_vs_transfer.png", "summary_by_layer.png"):
+        assert (tmp_path / "paper" / name).stat().st_size > 0
+
+
+def test_results_of_one_model_from_two_checkpoints_are_refused_naming_both_files(tmp_path, capsys):
+    write_model(tmp_path / "m", "resnet18_in100_nc", ["last_conv"], sha={"nc": "aaaa", "ood": "aaaa",
+                                                                         "linear_probe": "bbbb"})
+    with pytest.raises(SystemExit) as exit_:
+        summarize.main(["--results", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert str(tmp_path / "m" / "nc.json") in err and str(tmp_path / "m" / "linear_probe.json") in err
+    # older files that record no checkpoint are taken as they are, beside ones that do
+    write_model(tmp_path / "old", "resnet18_in100_nc", ["last_conv"], sha={"nc": "aaaa"})
+    assert len(summarize.main(["--results", str(tmp_path / "old")])) == 1
+
+
+def test_a_model_in_two_folders_or_several_folders_without_out_dir_are_refused(tmp_path, capsys):
+    write_model(tmp_path / "a", "resnet18_in100_nc", ["last_conv"])
+    write_model(tmp_path / "b", "resnet18_in100_nc", ["last_conv"])
+    for argv in (["--results", str(tmp_path / "a"), str(tmp_path / "b"), "--out_dir", str(tmp_path / "t")],
+                 ["--results", str(tmp_path / "a"), str(tmp_path / "b")]):
+        with pytest.raises(SystemExit):
+            summarize.main(argv)
+    first, second = capsys.readouterr().err.splitlines()
+    assert str(tmp_path / "a" / "nc.json") in first and str(tmp_path / "b" / "nc.json") in first
+    assert "--out_dir" in second
