@@ -8,8 +8,11 @@
 # (static ranks: node r runs global ranks r*NPROC .. r*NPROC+NPROC-1), or with RDZV_ENDPOINT=<host:port>
 # instead of NODE_RANK/MASTER_ADDR/MASTER_PORT for torchrun's c10d rendezvous (ranks assigned as nodes
 # join; RDZV_ID names the job). scripts/slurm/pretrain.sbatch sets these from SLURM's variables.
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY=python; fi
+# DRY_RUN takes 1/0, true/false, yes/no, on/off; NPROC, NNODES (>= 1), NODE_RANK (< NNODES), MASTER_PORT and
+# WORKERS must be whole numbers: any other value is refused in one line (exit 2) before anything runs.
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+bool_var DRY_RUN
+int_var NPROC 1; int_var NNODES 1; int_var NODE_RANK 0; int_var MASTER_PORT 1; int_var WORKERS 0
 launch() {
     local entry="$1"; shift
     local cmd=("$PY" "$ROOT/$entry" "$@")
@@ -19,8 +22,14 @@ launch() {
         if [ -n "${RDZV_ENDPOINT:-}" ]; then
             where=(--rdzv_backend=c10d --rdzv_endpoint="$RDZV_ENDPOINT" --rdzv_id="${RDZV_ID:-ncood}")
         else
-            : "${NODE_RANK:?NNODES > 1 needs NODE_RANK (0..NNODES-1) and MASTER_ADDR, or RDZV_ENDPOINT}"
-            : "${MASTER_ADDR:?NNODES > 1 needs MASTER_ADDR (the host of node 0), or RDZV_ENDPOINT}"
+            if [ -z "${NODE_RANK:-}" ] || [ -z "${MASTER_ADDR:-}" ]; then
+                echo "error: NNODES=$nnodes needs NODE_RANK (0..$((nnodes - 1))) and MASTER_ADDR (the host of node 0)," \
+                     "or RDZV_ENDPOINT" >&2
+                exit 2
+            fi
+            if [ "$NODE_RANK" -ge "$nnodes" ]; then
+                echo "error: NODE_RANK must be 0..$((nnodes - 1)) with NNODES=$nnodes, got '$NODE_RANK'" >&2; exit 2
+            fi
             where=(--node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" --master_port="${MASTER_PORT:-29500}")
         fi
         cmd=("$PY" -m torch.distributed.run --nnodes="$nnodes" --nproc_per_node="$nproc" "${where[@]}"
@@ -28,7 +37,7 @@ launch() {
     elif [ "$nproc" -gt 1 ]; then
         cmd=("$PY" -m torch.distributed.run --standalone --nproc_per_node="$nproc" "$ROOT/$entry" "$@")
     fi
-    if [ "${DRY_RUN:-0}" = 1 ]; then
+    if [ "$DRY_RUN" = 1 ]; then
         printf '%q ' "${cmd[@]}"; printf '\n'
     else
         (set -x; "${cmd[@]}")

@@ -6,8 +6,11 @@
 # normalization (encoder). Then min / max / mean over seeds. The GMM is fitted on the whole CIFAR-10 training
 # split (DDU fits it on the 90% it trained on). TINY_DIR holds Tiny-ImageNet class folders in test/ or val/
 # (imagefolder layout: re-sort val/ by val_annotations.txt).
+#   bash scripts/ddu_l2_eval.sh [eval_ood.py flags]      # flags after the name go to every eval_ood.py command
+# Variables: CIFAR10_DIR, SVHN_DIR, CIFAR100_DIR, TINY_DIR, SEEDS, VARIANTS, CKPT_DIR, OUT_DIR, WORKERS, DRY_RUN.
 set -euo pipefail
 source "$(dirname "$0")/_launch.sh"
+flags_for eval_ood.py "$@"
 CIFAR10_DIR=${CIFAR10_DIR:-/data/datasets/cifar10}     # holds cifar-10-batches-py/
 SVHN_DIR=${SVHN_DIR:-/data/datasets/svhn}               # test_32x32.mat
 CIFAR100_DIR=${CIFAR100_DIR:-/data/datasets/cifar100}   # holds cifar-100-python/

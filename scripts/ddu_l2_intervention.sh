@@ -5,8 +5,12 @@
 # weights at the same constant lr. After every epoch the monitor logs, into <save_dir>/<name>.log.jsonl, the
 # NC metrics of the training features and the GMM (DDU) AUROC and false positives (OOD samples among the
 # N_ID highest scores) per OOD set. EPOCHS and LR are this script's choices; set them as you need.
+#   bash scripts/ddu_l2_intervention.sh [pretrain.py flags]    # flags after the name go to every run
+# Variables: CIFAR10_DIR, SVHN_DIR, CIFAR100_DIR, TINY_DIR, VARIANT, SEED, INIT_CKPT, LOSSES, EPOCHS, LR,
+# MONITOR_MAX_PER_CLASS, SAVE_DIR, WORKERS, and the launch's (NPROC, ..., DRY_RUN; scripts/_launch.sh).
 set -euo pipefail
 source "$(dirname "$0")/_launch.sh"
+flags_for pretrain.py "$@"
 CIFAR10_DIR=${CIFAR10_DIR:-/data/datasets/cifar10}
 SVHN_DIR=${SVHN_DIR:-/data/datasets/svhn}
 CIFAR100_DIR=${CIFAR100_DIR:-/data/datasets/cifar100}

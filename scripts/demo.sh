@@ -9,8 +9,13 @@
 #   ARMS="baseline entropy projector ours" bash scripts/demo.sh    # the whole 2 x 2 on one seed
 # scripts/reproduce_embedded.sh runs this once per seed (the study); docs/REPRODUCTION.md explains
 # how its settings were chosen (scripts/sweep_embedded.sh: the training-length sweep).
+# Arguments: none (-h, --help: this text). Variables: those below (RUNS, OUT, CACHE, SEED, EPOCHS, IMAGE_SIZE,
+# TRAIN_PER_CLASS, EVAL_PER_CLASS, PROBE_EPOCHS, ARMS, ALPHA, PROJECTOR_FLAGS, LAYERS, MONITOR_LAYERS,
+# MONITOR_PER_CLASS) and DRY_RUN (1: print the commands only). A second demo into the same RUNS replaces its runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_common.sh
+no_arguments "$@"
 bash scripts/setup.sh
 source scripts/_launch.sh
 
@@ -79,7 +84,7 @@ launch eval_ood.py "${EVAL[@]}"
 launch train_lp.py "${EVAL[@]}"
 launch summarize.py --results "$OUT" --runs "$RUNS"
 end=$(date +%s); cpu_seconds; cpu_end=$cpu
-if [ "${DRY_RUN:-0}" != 1 ]; then   # wall seconds, and CPU seconds (user + system: what the load does not inflate)
+if [ "$DRY_RUN" != 1 ]; then   # wall seconds, and CPU seconds (user + system: what the load does not inflate)
     printf '{"seconds": %d, "train_seconds": %d, "eval_seconds": %d, "train_cpu_seconds": %s, "eval_cpu_seconds": %s, "threads": "%s", "arms": "%s", "epochs": %d, "train_per_class": %d}\n' \
         $((end - start)) $((trained - start)) $((end - trained)) \
         "$(awk "BEGIN { print $cpu_trained - $cpu_start }")" "$(awk "BEGIN { print $cpu_end - $cpu_trained }")" \

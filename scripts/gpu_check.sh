@@ -8,6 +8,8 @@
 #   bash scripts/gpu_check.sh --parts bench agreement      # some parts only (bench/gpu_check.py --help)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_common.sh
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 "$PY" -c "import sys
 try:

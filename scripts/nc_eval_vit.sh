@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Neural collapse layer by layer for the vit_tiny baseline (see nc_eval_resnet.sh; ARCH=vit_small for ViT-S).
+#   bash scripts/nc_eval_vit.sh [eval_nc.py flags]
+# Arguments and variables: as scripts/nc_eval_resnet.sh (bash scripts/nc_eval_resnet.sh --help).
 set -euo pipefail
+source "$(dirname "$0")/_common.sh"
+flags_for eval_nc.py "$@"
 export ARCH=${ARCH:-vit_tiny}
 export EXPT_NAME=${EXPT_NAME:-${ARCH}_in100_baseline}
 exec bash "$(dirname "$0")/nc_eval_resnet.sh" "$@"

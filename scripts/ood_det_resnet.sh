@@ -5,8 +5,13 @@
 # float32 features, and the official OOD splits: NINCO's stratified 20% hold-out, ImageNet-R's test/
 # folder, Flowers-102's val split, CUB-200's test/ (else val/) folder, the test splits of the others,
 # CIFAR-100 with its own statistics for the CNNs. The VGG and ViT scripts reuse this one.
+#   bash scripts/ood_det_resnet.sh [eval_ood.py flags]     # flags after the name override the protocol's
+# Variables: ARCH, EXPT_NAME, CKPT, OUT_DIR (as scripts/nc_eval_resnet.sh), the data folders (DATA_DIR, NINCO_DIR,
+# IMAGENET_R_DIR, CIFAR100_DIR, FLOWERS_DIR, CUB_DIR, AIRCRAFT_DIR, PETS_DIR, STL10_DIR), INPUT_SIZE,
+# SCORERS, LAYERS, WORKERS, and the protocol's (scripts/_protocol.sh); DRY_RUN=1 prints the command.
 set -euo pipefail
 source "$(dirname "$0")/_launch.sh"
+flags_for eval_ood.py "$@"
 ARCH=${ARCH:-resnet18}
 EXPT_NAME=${EXPT_NAME:-${ARCH}_in100_baseline}
 source "$(dirname "$0")/_protocol.sh"
@@ -29,4 +34,4 @@ launch eval_ood.py --ckpt "$CKPT" --names "$EXPT_NAME" --dataset imagenet100 --d
           "cifar100:root=$CIFAR100_DIR$CIFAR_STATS" "flowers102:root=$FLOWERS_DIR" "cub200=imagefolder:root=$CUB_DIR" \
           "aircraft:root=$AIRCRAFT_DIR" "pets:root=$PETS_DIR" "stl10:root=$STL10_DIR" \
     --ood_splits flowers102=val --precision "$PRECISION" \
-    --image_size "$INPUT_SIZE" --layers $LAYERS --scorers $SCORERS --probe_recipe "$PROBE_RECIPE" --out_dir "$OUT_DIR" --workers 8 "$@"
+    --image_size "$INPUT_SIZE" --layers $LAYERS --scorers $SCORERS --probe_recipe "$PROBE_RECIPE" --out_dir "$OUT_DIR" --workers "${WORKERS:-8}" "$@"

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # OOD detection for the NC-controlled ViT-T (ARCH=vit_small for ViT-S) (see ood_det_resnet.sh).
+#   bash scripts/ood_det_vit_nc.sh [eval_ood.py flags]
+# Arguments and variables: as scripts/ood_det_resnet.sh (bash scripts/ood_det_resnet.sh --help).
 set -euo pipefail
+source "$(dirname "$0")/_common.sh"
+flags_for eval_ood.py "$@"
 export ARCH=${ARCH:-vit_tiny}
 export EXPT_NAME=${EXPT_NAME:-${ARCH}_in100_nc}
 exec bash "$(dirname "$0")/ood_det_resnet.sh" "$@"

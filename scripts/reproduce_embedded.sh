@@ -12,8 +12,13 @@
 # results folder per seed (results/embedded/seed<N>/); checkpoints in runs/embedded/seed<N>/. With
 # JOBS > 1 each seed's output goes to results/embedded/seed<N>.log, and every process gets
 # (cores / JOBS) threads, which changes the last digits of the numbers (float sums in another order).
+# Arguments: none (-h, --help: this text). Variables: SEEDS, BASE, RUNS_BASE, JOBS (>= 1), ARMS, LAYERS, DRY_RUN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_common.sh
+no_arguments "$@"
+bool_var DRY_RUN; export DRY_RUN
+int_var JOBS 1
 SEEDS=${SEEDS:-"0 1 2 3 4"}
 BASE=${BASE:-results/embedded}
 RUNS_BASE=${RUNS_BASE:-runs/embedded}
@@ -23,7 +28,7 @@ export LAYERS=${LAYERS:-"last_conv encoder projector_raw projector"}   # what th
 bash scripts/setup.sh
 dirs=()
 start=$(date +%s)
-if [ "$JOBS" -le 1 ] || [ "${DRY_RUN:-0}" = 1 ]; then
+if [ "$JOBS" -le 1 ] || [ "$DRY_RUN" = 1 ]; then
     for seed in $SEEDS; do
         SEED=$seed RUNS=$RUNS_BASE/seed$seed OUT=$BASE/seed$seed bash scripts/demo.sh
         dirs+=("$BASE/seed$seed")

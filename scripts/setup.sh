@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Set up the environment: .venv with the pinned requirements, Animal-MNIST (no deps) and
 # Debian's Fashion-MNIST files. A second run with nothing changed is a quick no-op.
+#   bash scripts/setup.sh        # PYTHON=python3.11 to create .venv with another interpreter
+# Arguments: none (-h, --help: this text).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_common.sh
+no_arguments "$@"
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv

@@ -8,8 +8,13 @@
 #   LENGTHS="8 16" SEEDS="0" bash scripts/sweep_embedded.sh   # any variable of scripts/demo.sh can be set
 #   JOBS=3 bash scripts/sweep_embedded.sh                     # the seeds of a length at once, one thread each
 # The table covers every length under BASE (epochs<L>/), so a later run with other LENGTHS extends it.
+# Arguments: none (-h, --help: this text). Variables: LENGTHS, SEEDS, ARMS, BASE, RUNS_SWEEP, JOBS, DRY_RUN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_common.sh
+no_arguments "$@"
+bool_var DRY_RUN; export DRY_RUN
+int_var JOBS 1
 LENGTHS=${LENGTHS:-"10 20 30"}
 export SEEDS=${SEEDS:-"0 1 2"}
 export ARMS=${ARMS:-"baseline ours"}
@@ -20,6 +25,6 @@ for epochs in $LENGTHS; do
 done
 studies=()
 for folder in "$BASE"/epochs*; do [ -f "$folder/claims.json" ] && studies+=("$folder"); done
-if [ "${DRY_RUN:-0}" = 1 ]; then studies=(); for epochs in $LENGTHS; do studies+=("$BASE/epochs$epochs"); done; fi
+if [ "$DRY_RUN" = 1 ]; then studies=(); for epochs in $LENGTHS; do studies+=("$BASE/epochs$epochs"); done; fi
 source scripts/_launch.sh
 launch summarize.py --sweep "${studies[@]}" --out_dir "$BASE"

@@ -4,10 +4,16 @@
 # 30 epochs, batch 256; ViTs their own recipe; the best test top-1 over the epochs is reported), with the official protocol (scripts/_protocol.sh):
 # the best checkpoint, float32 features, CNNs at last_conv and the projector before its L2
 # normalization. Features are cached, so a rerun only probes.
-# Edit the variables (or set them in the environment); the _nc, VGG and ViT scripts reuse this script.
-# Compare several checkpoints in one table and figure: append --ckpt A.pth B.pth --names base nc.
+# The _nc, VGG and ViT scripts reuse this script.
+#   bash scripts/train_lp_resnet.sh [train_lp.py flags]    # flags after the name override the protocol's
+#   bash scripts/train_lp_resnet.sh --ckpt A.pth B.pth --names base nc   # several checkpoints in one table
+# Variables: ARCH, EXPT_NAME, CKPT, OUT_DIR (as scripts/nc_eval_resnet.sh), CACHE_DIR, the data folders (DATA_DIR, NINCO_DIR,
+# IMAGENET_R_DIR, CIFAR100_DIR, FLOWERS_DIR, CUB_DIR, AIRCRAFT_DIR, PETS_DIR, STL10_DIR),
+# INPUT_SIZE, PROBE_EPOCHS, PROBE_LR, PROBE_BS, SOLVER, BS, WORKERS, LAYERS, and the protocol's
+# (scripts/_protocol.sh); DRY_RUN=1 prints the command.
 set -euo pipefail
 source "$(dirname "$0")/_launch.sh"
+flags_for train_lp.py "$@"
 ARCH=${ARCH:-resnet18}                    # resnet18 | resnet34 | vgg17 | vit_tiny | vit_small
 EXPT_NAME=${EXPT_NAME:-${ARCH}_in100_baseline}
 source "$(dirname "$0")/_protocol.sh"     # CKPT (best_${EXPT_NAME}.pth; CKPT_WHICH=last), PRECISION, hook points

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # Linear probes on every layer of a VGG17 baseline, same protocol.
+#   bash scripts/train_lp_vgg.sh [train_lp.py flags]
+# Arguments and variables: as scripts/train_lp_resnet.sh (bash scripts/train_lp_resnet.sh --help).
 set -euo pipefail
+source "$(dirname "$0")/_common.sh"
+flags_for train_lp.py "$@"
 export ARCH=vgg17 EXPT_NAME=${EXPT_NAME:-vgg17_in100_baseline}
 exec bash "$(dirname "$0")/train_lp_resnet.sh" "$@"

@@ -6,10 +6,12 @@
 #   bash scripts/vci_study.sh                                  # results in results/vci_study/
 #   EPOCHS=4 TRAIN_PER_CLASS=300 VALUES="0 0.05 0.2" bash scripts/vci_study.sh
 #   KNOB=label_smoothing VALUES="0 0.1 0.2 0.3" NC_FLAGS= bash scripts/vci_study.sh   # any pretrain.py flag
+# Arguments: none (-h, --help: this text). Variables: those below and DRY_RUN (1: print the commands only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "${DRY_RUN:-0}" = 1 ] || bash scripts/setup.sh   # a dry run (DRY_RUN=1: print the commands) installs nothing
 source scripts/_launch.sh
+no_arguments "$@"
+[ "$DRY_RUN" = 1 ] || bash scripts/setup.sh   # a dry run (DRY_RUN=1: print the commands) installs nothing
 
 EPOCHS=${EPOCHS:-6}
 TRAIN_PER_CLASS=${TRAIN_PER_CLASS:-500}   # pretraining images per ID class
