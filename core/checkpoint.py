@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import UserError
+from core.errors import FileSystemError, UserError
 from core.io import atomic_torch_save
 
 FORMAT_VERSION = 1
@@ -75,6 +75,11 @@ def nonfinite_tensors(state_dict: dict[str, Any]) -> list[str]:
     return [k for (k, _), ok in zip(floats, flags.tolist()) if not ok]
 
 
+def name_tensors(names: list[str]) -> str:
+    """``first`` or ``first (and N more tensors)``: the tensors :func:`nonfinite_tensors` found, in a message."""
+    return names[0] + (f" (and {len(names) - 1} more tensors)" if len(names) > 1 else "")
+
+
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, epoch: int, config: dict[str, Any],
                     optimizer: torch.optim.Optimizer | None = None, scheduler=None,
                     best_acc1: float | None = None, extra: dict[str, Any] | None = None) -> Path:
@@ -83,8 +88,7 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, epoch: int, con
     net = unwrap(model)
     bad = nonfinite_tensors(net.state_dict())
     if bad:
-        raise UserError(f"refusing to write {path}: {bad[0]} holds non-finite values"
-                        + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""))
+        raise UserError(f"refusing to write {path}: {name_tensors(bad)} holds non-finite values")
     state = {
         "format": FORMAT_VERSION,
         "arch": net.build_kwargs["arch"],
@@ -99,7 +103,11 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, epoch: int, con
     }
     if extra:
         state.update(extra)
-    return atomic_torch_save(state, path)
+    try:
+        return atomic_torch_save(state, path)
+    except FileSystemError as exc:  # a full disk: the file at path is the previous one, or none
+        kept = f"{Path(path).name} keeps its previous epoch" if Path(path).exists() else f"{Path(path).name} was not written"
+        raise FileSystemError(f"{exc}; {kept}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
@@ -224,3 +232,12 @@ def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_weights_finite(state_dict: dict[str, Any], source: str) -> None:
+    """A one-line UserError when the weights ``source`` (e.g. ``checkpoint <path>``) holds have a
+    NaN or an infinity: the checkpoint is damaged or its training diverged, whatever is done with it next."""
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        raise UserError(f"{source} holds non-finite values in {name_tensors(bad)}: the checkpoint is damaged or its "
+                        f"training diverged; use an earlier checkpoint of the run or retrain it")

@@ -1,6 +1,7 @@
 """Errors a user can cause and fix, and the one-line exit the entry points give them."""
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -10,6 +11,29 @@ import warnings
 
 class UserError(Exception):
     """Something the user can fix (a path, a flag, a file); the message says what and how."""
+
+
+class FileSystemError(UserError, OSError):
+    """The operating system refused a read or write (a full disk, a read-only folder, a file where a
+    folder belongs); the message names the path and the cause. Still an ``OSError`` for callers that catch one."""
+
+
+_FIXES = {errno.ENOSPC: "free space there or write elsewhere", errno.EDQUOT: "free space there or write elsewhere",
+          errno.EACCES: "choose a folder you can write to", errno.EPERM: "choose a folder you can write to",
+          errno.EROFS: "choose a folder on a writable file system",
+          errno.EEXIST: "a file has the name of a folder that is needed; move it or choose another path",
+          errno.ENOTDIR: "a file has the name of a folder that is needed; move it or choose another path"}
+
+
+def os_error(exc: OSError, path, doing: str = "write") -> FileSystemError:
+    """``exc`` as one line: ``cannot <doing> <path>: <cause> (<ERRNO>); <how to fix it>``."""
+    if isinstance(exc, FileSystemError):
+        return exc
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    code = errno.errorcode.get(exc.errno or 0)
+    fix = _FIXES.get(exc.errno or 0)
+    return FileSystemError(f"cannot {doing} {path}: {cause}" + (f" ({code})" if code else "")
+                           + (f"; {fix}" if fix else ""))
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -60,6 +84,11 @@ def cli_main(fn):
             if os.environ.get("NCOOD_DEBUG"):
                 raise
             print(f"error: {one_line(exc)}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as exc:  # one the code did not name: the path the system reported
+            if os.environ.get("NCOOD_DEBUG") or exc.filename is None:
+                raise
+            print(f"error: {one_line(os_error(exc, exc.filename, 'use'))}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

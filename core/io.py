@@ -13,6 +13,11 @@ a temporary of this host whose process is gone is deleted, one whose process sti
 touched, and one of another host (a shared file system) is left alone. Unnamed temporaries of
 older versions (``.<name>.<random>.tmp`` files, ``.tmp-<key>-<random>`` cache folders) are
 removed once nothing in them changed for :data:`LEGACY_TEMP_AGE` seconds.
+
+A write the operating system refuses (a full disk, a read-only folder, a file where the folder
+should be) is one :class:`core.errors.FileSystemError` naming the target and the cause; the
+previous file at the target is untouched. :func:`watch_writes` lets a task learn which files this
+process writes into a folder (:mod:`core.outputs`).
 """
 from __future__ import annotations
 
@@ -28,10 +33,13 @@ from typing import Callable, Iterable
 
 import torch
 
+from core.errors import os_error
+
 LEGACY_TEMP_AGE = 24 * 3600  # seconds without change after which an unnamed (older-version) temporary is stale
 _TEMP = re.compile(r"^\.(?P<name>.+)@(?P<host>[A-Za-z0-9.-]+)@(?P<pid>\d+)@[A-Za-z0-9_]+\.tmp$")
 _LEGACY_TEMP = re.compile(r"^\.(.+\.[a-z0-9_]{8}\.tmp|tmp-[0-9a-f]{16}-[a-z0-9_]{8})$")
 _TIDIED: set[str] = set()  # folders this process has already cleaned
+_WATCHERS: dict[str, list[Callable[[Path], None]]] = {}  # folder -> callbacks told of each file written into it
 
 
 def _host() -> str:
@@ -138,17 +146,39 @@ def tidy(folder: str | os.PathLike) -> None:
         remove_stale_temps(folder)
 
 
+def watch_writes(folder: str | os.PathLike, callback: Callable[[Path], None]) -> Callable[[], None]:
+    """Call ``callback(path)`` after each file this process writes into ``folder`` through this
+    module; returns the function that stops it."""
+    key = os.path.abspath(folder)
+    _WATCHERS.setdefault(key, []).append(callback)
+
+    def stop() -> None:
+        callbacks = _WATCHERS.get(key, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
+    return stop
+
+
+def _written(path: Path) -> None:
+    for callback in list(_WATCHERS.get(os.path.abspath(path.parent), ())):
+        callback(path)
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_file(path.parent, path.name)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_file(path.parent, path.name)
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise os_error(exc, path) from None
         raise
+    _written(path)
     return path
 
 
@@ -161,8 +191,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` atomically."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` to ``path`` atomically. It writes through a Python file object, so a failed
+    write (a full disk) is the ``OSError`` of the system call, not the zip writer's generic error."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    return _atomic(path, write)
 
 
 def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
@@ -174,9 +208,12 @@ def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line (a per-epoch log record); a line is written whole or not at all."""
     line = json.dumps(record, sort_keys=False) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+    except OSError as exc:
+        raise os_error(exc, path) from None
 
 
 def read_json(path: str | os.PathLike):
