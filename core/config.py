@@ -2,7 +2,9 @@
 
 Every key of an entry point's defaults is also a flag (``--key value``; booleans as
 ``--key`` / ``--no-key``; lists as ``--key a b c``). YAML files are read with
-``yaml.safe_load`` and may only set known keys, so a typo is an error, not a silent no-op.
+``yaml.SafeLoader`` and may only set known keys, each once, so a typo or a key written twice is
+an error, not a silent no-op. ``--config a.yaml b.yaml`` (or ``--config`` repeated) reads several
+files in order, later ones overriding earlier ones.
 A file may start from another one: ``base: other.yaml`` (a path relative to the file; the one
 key that is not a flag) reads that file first, and the file's own keys override it, so a recipe
 shared by several runs is written once (``configs/paper/``). ``--print_config`` prints the
@@ -35,6 +37,7 @@ import yaml
 
 from core.errors import UserError, cli_main
 from core.io import atomic_write_text
+from core.lock import command_scope
 
 
 class ConfigError(UserError):
@@ -44,12 +47,30 @@ class ConfigError(UserError):
 BASE_KEY = "base"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (plain YAML keeps the last
+    value silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(f"sets '{key}' twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                                  f"keep one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML file (the safe loader; a key written twice is an error)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path} {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
@@ -208,7 +229,7 @@ def parse_config(defaults: dict[str, Any], argv: Sequence[str] | None = None, *,
     kinds = {key: _key_kind(key, defaults, types) for key in defaults}
     nullable = {key: defaults[key] is None for key in defaults}
     pre = _Parser(add_help=False)
-    pre.add_argument("--config", action="append", default=[])
+    pre.add_argument("--config", action="extend", nargs="+", default=[])
     known, _ = pre.parse_known_args(argv)
 
     merged = dict(defaults)
@@ -224,8 +245,10 @@ def parse_config(defaults: dict[str, Any], argv: Sequence[str] | None = None, *,
                     raise ConfigError(f"config file {path}: {key} {exc}") from None
 
     parser = _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="YAML file(s) of key: value defaults; later files and flags override earlier ones")
+    parser.add_argument("--config", action="extend", nargs="+", default=[], metavar="YAML",
+                        help="YAML file(s) of key: value defaults, read in the order given (--config a.yaml b.yaml, "
+                             "or --config repeated), each after the base: file it starts from; later files and "
+                             "flags override earlier ones")
     parser.add_argument("--print_config", action="store_true",
                         help="print the resolved configuration (defaults < --config < flags) as YAML and exit")
     for key, default in merged.items():
@@ -251,8 +274,10 @@ def save_config(cfg: argparse.Namespace | dict, path: str | Path, comments: Sequ
 def command(options: dict[str, Any], run: Callable[[argparse.Namespace], Any], description: str) -> Callable:
     """The ``main(argv=None)`` of an entry point: resolve the configuration of ``options`` (the
     keyword arguments of :func:`parse_config`: ``defaults``, ``types``, ``helps``, ``aliases``) and
-    return ``run(cfg)``; a user error ends in one line and exit code 2 (:func:`core.errors.cli_main`)."""
+    return ``run(cfg)``; a user error ends in one line and exit code 2 (:func:`core.errors.cli_main`).
+    The folder locks the run took are released when it ends (:func:`core.lock.command_scope`)."""
     @cli_main
     def main(argv: Sequence[str] | None = None):
-        return run(parse_config(argv=argv, description=description, **options))
+        with command_scope():
+            return run(parse_config(argv=argv, description=description, **options))
     return main
