@@ -39,8 +39,10 @@ from typing import Any, Callable
 
 import torch
 
-from core.checkpoint import nonfinite_tensors, unwrap
+from core.checkpoint import name_tensors, nonfinite_tensors, unwrap
 from core.errors import UserError
+from core.io import watch_writes
+from core.lock import at_release, hold
 
 FREE_ON_RESUME = frozenset({"resume", "overwrite", "save_dir", "ckpt_file", "expt_name", "workers", "device", "data",
                             "init_from", "monitor_ood", "monitor_max_per_class", "monitor_layers", "config",
@@ -75,6 +77,39 @@ def check_values(cfg: Namespace, world_size: int = 1) -> None:
     for key in ("max_per_class", "monitor_max_per_class"):
         value = getattr(cfg, key)
         _rule(value is None or value >= 1, key, "at least 1 (or none: all)", value)
+    name = cfg.ckpt_file
+    _rule(bool(name) and name == Path(name).name and name not in (".", "..") and name == name.strip(), "ckpt_file",
+          "a file name such as model.pth (the run's files in --save_dir are named after it)", name)
+    searched = cfg.batch_size if cfg.entropy_batch == "global" else max(1, cfg.batch_size // world_size)
+    if cfg.loss == "ce" and cfg.alpha > 0 and searched < 2:
+        raise UserError(f"--alpha {cfg.alpha:g} needs batches of at least 2 samples (the entropy term pairs each sample "
+                        f"with its nearest other sample in the batch), but -b {cfg.batch_size} gives {searched}; "
+                        f"pass a larger -b, or --alpha 0")
+    check_model_flags(cfg)
+
+
+def check_model_flags(cfg: Namespace) -> None:
+    """Flags that would build another model than the checkpoint then records, refused.
+
+    - One projector width without the other: ``NCConfig`` builds a projector only when both are
+      set, so ``--output_dim 8 --hidden_mlp 0`` would train the baseline while the checkpoint
+      records ``output_dim 8``.
+    - A fixed ETF projector narrower than the class count: its weights are the simplex-ETF
+      formula ``sqrt(c/(c-1)) (I - 11^T/c)`` for c = ``--output_dim``, a frame of c vertices whose
+      rank is c - 1. The K class means form a simplex ETF only in K - 1 dimensions, so for K > c the
+      projector is not a simplex ETF for those classes (the method's premise), whatever it learns
+      around it. ``--projector learnable`` or ``random`` make no such claim and are not checked.
+    """
+    if (cfg.output_dim > 0) != (cfg.hidden_mlp > 0):
+        given, missing = ("output_dim", "hidden_mlp") if cfg.output_dim > 0 else ("hidden_mlp", "output_dim")
+        raise UserError(f"--{given} {getattr(cfg, given)} with --{missing} 0 builds no projector: the run would train "
+                        f"the baseline while its checkpoint records {given}={getattr(cfg, given)}; pass both widths "
+                        f"for a projector (e.g. --output_dim 512 --hidden_mlp 2048) or neither for the baseline")
+    if cfg.output_dim > 0 and cfg.projector == "etf" and cfg.output_dim < cfg.num_classes:
+        raise UserError(f"--output_dim {cfg.output_dim} is below the {cfg.num_classes} classes: the fixed ETF "
+                        f"projector is a simplex of {cfg.output_dim} vertices (rank {cfg.output_dim - 1}), while "
+                        f"{cfg.num_classes} class means need {cfg.num_classes - 1} dimensions to form a simplex ETF; "
+                        f"pass --output_dim {cfg.num_classes} or more (the method: the encoder's width)")
 
 
 def warn_validation_on_training_images(cfg: Namespace, val_set) -> None:
@@ -100,9 +135,37 @@ def check_run_folder(cfg: Namespace, paths: dict[str, Path]) -> None:
     if cfg.resume and Path(cfg.resume).resolve() in {p.resolve() for p in existing}:
         return
     what = f"--resume {cfg.resume} would write over" if cfg.resume else "a new run would replace"
+    if paths["last"].exists():
+        go_on = f"continue it with --resume {paths['last']}, write elsewhere with --save_dir or --ckpt_file"
+    else:  # only the best checkpoint (weights only) survived, e.g. a full disk while writing the last one
+        go_on = (f"it has no checkpoint to resume ({paths['last'].name} is missing, {paths['best'].name} holds weights "
+                 f"only): start a new run from its weights with --init_from {paths['best']} and another --save_dir "
+                 f"or --ckpt_file")
     raise UserError(f"{paths['last'].parent} already holds a run ({', '.join(p.name for p in existing)}) that {what}; "
-                    f"continue it with --resume {paths['last']}, write elsewhere with --save_dir or --ckpt_file, or "
-                    f"pass --overwrite to replace it")
+                    f"{go_on}, or pass --overwrite to replace it")
+
+
+def hold_run_folder(cfg: Namespace, paths: dict[str, Path], is_main: bool) -> None:
+    """Hold the run's lock in ``--save_dir`` from its first moment until the command ends (rank 0
+    only; :func:`core.lock.hold`): a second run of the same ``--ckpt_file`` there is refused,
+    naming this one. A fresh run that then fails before any checkpoint exists removes the files it
+    wrote (its config and log), so a refused or failed start leaves nothing half-written."""
+    if not is_main:
+        return
+    folder = paths["last"].parent
+    lock = hold(folder, cfg.ckpt_file, what=f"pretraining run of {cfg.ckpt_file}", flag="--save_dir",
+                elsewhere="pass another --save_dir or --ckpt_file")
+    if lock is None or cfg.resume:
+        return
+    written: list[Path] = []
+    stop = watch_writes(folder, written.append)
+
+    def undo(failed: bool) -> None:
+        stop()
+        if failed and not any(paths[k].exists() for k in ("last", "best")):
+            for path in written:
+                path.unlink(missing_ok=True)
+    at_release(undo)
 
 
 def clear_run(cfg: Namespace, paths: dict[str, Path]) -> None:
@@ -205,12 +268,15 @@ def continue_schedule(optimizer: torch.optim.Optimizer, make_scheduler: Callable
     return scheduler
 
 
-def check_finite(model: torch.nn.Module, epoch: int, paths: dict[str, Path]) -> None:
-    """Refuse to go on (and to write a checkpoint) when a parameter or buffer holds NaN or inf."""
+def check_finite(model: torch.nn.Module, epoch: int, paths: dict[str, Path], resumed_from: str | None = None) -> None:
+    """Refuse to go on (and to write a checkpoint) when a parameter or buffer holds NaN or inf. The
+    advice names what can be changed: a fresh run's recipe, or for a run resumed from a checkpoint
+    (whose recipe is kept) that checkpoint and a new run."""
     bad = nonfinite_tensors(unwrap(model).state_dict())
     if bad:
-        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
         kept = (f"its checkpoint was not written ({paths['last']} keeps the last good epoch)" if paths["last"].exists()
                 else "so no checkpoint was written")
-        raise UserError(f"epoch {epoch} left non-finite values in {bad[0]}{more}; {kept}; lower --lr (or --alpha), "
-                        f"add --warmup_epochs, or check the input data")
+        advice = ("lower --lr (or --alpha), add --warmup_epochs, or check the input data" if not resumed_from else
+                  f"the run continued from {resumed_from} and keeps its recipe: resume from an earlier checkpoint of "
+                  f"the run, or start a new run with a lower --lr (or --alpha) or more --warmup_epochs")
+        raise UserError(f"epoch {epoch} left non-finite values in {name_tensors(bad)}; {kept}; {advice}")

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from core import distributed as D
-from core.checkpoint import load_checkpoint, load_weights, set_rng_state, unwrap
+from core.checkpoint import check_weights_finite, load_checkpoint, load_weights, rng_state, set_rng_state, unwrap
 from core.errors import UserError
 from models.defaults import arch_defaults
 from models.registry import OPTION_DEFAULTS
@@ -27,6 +27,7 @@ from train.guards import (
     check_run_folder,
     check_values,
     continue_schedule,
+    hold_run_folder,
     plan_resume,
     warn_validation_on_training_images,
 )
@@ -105,6 +106,18 @@ def build_pretrain_data(cfg: Namespace):
     return train_set, build_dataset(cfg.dataset, "test", augment=False, **dataset_kwargs(cfg))
 
 
+def check_first_samples(train_set, val_set) -> None:
+    """Read the first sample of each split through its transform before any file is written, so an
+    unreadable image or a transform that cannot apply is one line before the run starts (the random
+    state is restored: the run draws what it would have drawn without this check)."""
+    state = rng_state()
+    try:
+        train_set[0]
+        val_set[0]
+    finally:
+        set_rng_state(state)
+
+
 def make_loaders(cfg: Namespace, train_set, val_set, info: D.DistInfo, epoch: int):
     """The epoch's training loader (shuffled or sampled from (seed, epoch)) and the rank's share of
     the validation set."""
@@ -169,6 +182,7 @@ def load_initial_weights(cfg: Namespace, model, device) -> None:
     """Start from the weights of ``--init_from`` (a checkpoint of the same architecture)."""
     ckpt = load_checkpoint(cfg.init_from, map_location=device)
     check_same_model(ckpt, model, f"--init_from {cfg.init_from}")
+    check_weights_finite(ckpt["state_dict"], f"--init_from {cfg.init_from}")
     load_weights(unwrap(model), ckpt["state_dict"], f"--init_from {cfg.init_from}")
 
 
@@ -242,9 +256,11 @@ def build_run(cfg: Namespace, info: D.DistInfo) -> PretrainRun:
     check_values(cfg, info.world_size)
     check_recipe(cfg)
     paths = run_paths(cfg)
+    hold_run_folder(cfg, paths, info.is_main)
     check_run_folder(cfg, paths)
     seed_everything(cfg.seed)
     train_set, val_set = build_pretrain_data(cfg)
+    check_first_samples(train_set, val_set)
     warn_validation_on_training_images(cfg, val_set)
     model = build_pretrain_model(cfg)
     channels_last = uses_channels_last(cfg, info.device)
@@ -260,12 +276,21 @@ def build_run(cfg: Namespace, info: D.DistInfo) -> PretrainRun:
     return run
 
 
+def optimizer_tensors(state: dict | None) -> dict[str, torch.Tensor]:
+    """The tensors of an optimizer's state dict by name (``optimizer.<param>.<key>``), e.g. AdamW's moments."""
+    per_param = (state or {}).get("state", {})
+    return {f"optimizer.{index}.{key}": value for index, values in per_param.items()
+            for key, value in values.items() if isinstance(value, torch.Tensor)}
+
+
 def restore(run: PretrainRun, info: D.DistInfo) -> None:
     """Continue ``--resume``: its weights, optimizer, schedule (the new one, from the epoch reached,
     when the schedule's flags changed), history and RNG states."""
     cfg = run.cfg
     ckpt = load_checkpoint(cfg.resume, map_location=info.device)
     check_same_model(ckpt, run.model, f"--resume {cfg.resume}")
+    check_weights_finite(ckpt["state_dict"], f"--resume {cfg.resume}")
+    check_weights_finite(optimizer_tensors(ckpt.get("optimizer")), f"--resume {cfg.resume}")
     run.resume = plan_resume(cfg, ckpt, run.paths)
     load_weights(unwrap(run.model), ckpt["state_dict"], f"--resume {cfg.resume}")
     run.optimizer.load_state_dict(ckpt["optimizer"])
