@@ -4,7 +4,11 @@ model's own head, the official linear probe and the streamed NC metrics of a cac
 ``eval_nc.py``, ``eval_ood.py`` and ``train_lp.py`` all start from ``EVAL_DEFAULTS`` (plus their
 own keys), open their checkpoints with :func:`open_runs`, read features through
 :func:`features` (so a checkpoint's features are extracted once per dataset and split and then
-reused by every evaluator), and train probes with :func:`probe`.
+reused by every evaluator), and train probes with :func:`probe`. :func:`open_runs` holds
+``--out_dir`` for the evaluator's ``--out_name`` from its start (a second evaluator writing the
+same results is refused) and refuses a checkpoint with non-finite weights; :func:`write_tables`,
+through which every evaluator writes its results, records the evaluated checkpoints' content
+hashes and replaces the previous run's output set as a whole.
 """
 from __future__ import annotations
 
@@ -14,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import check_weights_finite, file_hash, load_checkpoint
 from core.config import save_config
 from core.errors import UserError
+from core.lock import hold
+from core.outputs import replace_outputs
 from core.tables import text_table, write_results
 from data import DatasetSpec, parse_spec
 from evaluate.probe import PROBE_RECIPES, ProbeResult, train_probe
@@ -131,11 +137,12 @@ def open_runs(cfg: Namespace) -> list[Run]:
         raise UserError("no checkpoint given; pass --ckpt PATH [PATH ...] (files written by pretrain.py)")
     if cfg.names and len(cfg.names) != len(cfg.ckpt):
         raise UserError(f"--names has {len(cfg.names)} entries for {len(cfg.ckpt)} checkpoints; give one name each")
+    hold_out_dir(cfg)
     runs = []
     options = foreign_options(cfg)
-    for i, path in enumerate(cfg.ckpt):
+    for path, name in zip(cfg.ckpt, run_names(cfg)):
         ckpt = load_checkpoint(path, foreign=options)
-        name = cfg.names[i] if cfg.names else Path(path).stem
+        check_weights_finite(ckpt["state_dict"], f"checkpoint {path}")
         foreign = options if "foreign" in ckpt else None
         if foreign is not None:
             print(f"{name}: {path} read as {ckpt['foreign']['summary']}", flush=True)
@@ -147,6 +154,27 @@ def open_runs(cfg: Namespace) -> list[Run]:
         raise UserError(f"several checkpoints are named {', '.join(repeated)}; pass --names with one distinct "
                         f"name per checkpoint (the default names are the file names)")
     return runs
+
+
+def run_names(cfg: Namespace) -> list[str]:
+    """The name of each ``--ckpt``: its ``--names`` entry, else its file name without the suffix."""
+    return list(cfg.names) if cfg.names else [Path(path).stem for path in cfg.ckpt]
+
+
+def hold_out_dir(cfg: Namespace) -> None:
+    """Hold ``--out_dir`` for this evaluator's ``--out_name`` from its start (:func:`core.lock.hold`):
+    a second evaluator writing the same results there is refused, naming this one."""
+    if getattr(cfg, "out_dir", None) and getattr(cfg, "out_name", None):
+        hold(cfg.out_dir, cfg.out_name, what=f"evaluation writing its {cfg.out_name} results", flag="--out_dir",
+             elsewhere="pass another --out_dir or --out_name")
+
+
+def checkpoint_records(cfg: Namespace) -> dict[str, dict[str, str]]:
+    """``{model name: {"path", "sha256"}}`` of the evaluated checkpoints (the content hash the
+    feature cache keys on), recorded in every result file so that results of different
+    checkpoints are never mixed up."""
+    return {name: {"path": str(Path(path).resolve()), "sha256": file_hash(path)}
+            for path, name in zip(cfg.ckpt, run_names(cfg))}
 
 
 def foreign_options(cfg: Namespace) -> dict:
@@ -250,10 +278,15 @@ def layer_nc_metrics(fs: FeatureSet, layer: str, weight=None, bias=None, batch_s
 
 def write_tables(cfg: Namespace, rows: list[dict], columns: list[str] | None = None, shown: list[str] | None = None,
                  extra: dict | None = None) -> dict[str, Path]:
-    """An evaluator's rows as ``<out_name>.json`` (with the resolved config and ``extra``), ``.csv`` and
-    ``.md`` (``columns``, default: every key), its config as ``<out_name>.config.yaml``, and the table
-    printed (``shown`` columns, default ``columns``); returns the paths."""
-    extra = {"config": {k: v for k, v in vars(cfg).items() if k != "config"}, **(extra or {})}
+    """An evaluator's rows as ``<out_name>.json`` (with the resolved config, the evaluated
+    ``checkpoints`` and ``extra``), ``.csv`` and ``.md`` (``columns``, default: every key), its config
+    as ``<out_name>.config.yaml``, and the table printed (``shown`` columns, default ``columns``);
+    returns the paths. The files of the task's previous run in ``--out_dir`` are replaced as a whole
+    set: what it wrote and this run does not, e.g. a figure of a scorer no longer asked for, is
+    removed (:func:`core.outputs.replace_outputs`)."""
+    extra = {"config": {k: v for k, v in vars(cfg).items() if k != "config"},
+             "checkpoints": checkpoint_records(cfg), **(extra or {})}
+    replace_outputs(cfg.out_dir, cfg.out_name)
     paths = write_results(rows, cfg.out_dir, cfg.out_name, columns=columns, extra=extra)
     paths["config"] = save_config(cfg, Path(cfg.out_dir) / f"{cfg.out_name}.config.yaml")
     print(text_table(rows, shown or columns))

@@ -4,8 +4,11 @@ extracted once, in one forward pass for all layers, and reused by every evaluato
 :class:`FeatureCache` keeps one directory per key (:mod:`features.entry`). The key is the SHA-256
 of what determines the features: the checkpoint's content hash, the dataset spec with
 ``data.build_dataset``'s defaults filled in, the evaluation transform, the storage dtype and the
-forward pass's precision (and, for a checkpoint of another codebase, the options it is
-converted with); :data:`CACHE_FORMAT` changes every key when pooling or the layout changes.
+forward pass's precision, a fingerprint of the dataset's files (each file's path, size and
+modification time in nanoseconds, from the file list the dataset already holds; see
+:func:`files_fingerprint`), and, for a checkpoint of another codebase, the options it is converted
+with; :data:`CACHE_FORMAT` changes every key when pooling or the layout changes. An image changed
+in place, even with the same name and label, therefore misses the cache and is extracted anew.
 New layers are extracted into a temporary directory and moved in only when complete, so an
 interrupted extraction never leaves a layer that looks valid (and the next process removes the
 folder it left, see :func:`core.io.remove_stale_temps`). A miss extracts every named layer of the
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 
 from core import checkpoint as ckpt_io
-from core.errors import UserError
+from core.errors import UserError, os_error
 from core.io import atomic_write_text, make_temp_dir, temp_prefix, tidy
 from features.entry import (
     FeatureSet,
@@ -83,15 +86,43 @@ def describe_transform(dataset, image_size) -> dict:
     return {"transform": text, "image_size": image_size}
 
 
+def dataset_files(dataset) -> list[str]:
+    """The files ``dataset``'s samples are read from: an image folder's image files (those of its
+    selected samples), or the ``source_files`` of a dataset loaded from files into memory."""
+    paths = getattr(dataset, "paths", None)
+    if paths is not None:
+        rows = getattr(dataset, "_rows", None)
+        return [paths[int(r)] for r in rows] if rows is not None else list(paths)
+    return [str(f) for f in getattr(dataset, "source_files", None) or []]
+
+
+def files_fingerprint(files: Sequence[str]) -> str | None:
+    """SHA-256 over each file's path, size and modification time in nanoseconds (one ``stat`` per
+    file, no reading): a file changed or replaced in place changes it. None without files."""
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
 def cache_key(checkpoint_sha256: str, spec: dict, transform: dict, dtype: str, precision: str = "float32",
-              foreign: dict | None = None) -> str:
+              foreign: dict | None = None, files: str | None = None) -> str:
     """sha256 of the canonical JSON of what determines the features (the forward pass's
     ``precision`` included: bf16 and float32 features never share an entry; for a checkpoint of
-    another codebase also the ``foreign`` options it is converted with)."""
+    another codebase also the ``foreign`` options it is converted with; ``files``, the
+    :func:`files_fingerprint` of the dataset's files, so that a changed file misses the cache)."""
     payload = {"format": CACHE_FORMAT, "checkpoint": checkpoint_sha256, "dataset": spec,
                "transform": transform, "dtype": dtype, "precision": precision}
     if foreign is not None:
         payload["foreign"] = foreign
+    if files is not None:
+        payload["files"] = files
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -177,7 +208,8 @@ class FeatureCache:
                             f"was trained on (the dataset and classes of its pretraining config)")
         dtype = "float16" if float16 else "float32"
         transform = describe_transform(dataset, spec.get("image_size"))
-        key = cache_key(checkpoint_sha, spec, transform, dtype, precision, foreign)
+        fingerprint = files_fingerprint(dataset_files(dataset))
+        key = cache_key(checkpoint_sha, spec, transform, dtype, precision, foreign, fingerprint)
 
         labels = np.asarray(dataset.targets, dtype=np.int64) if hasattr(dataset, "targets") else None
         stored = self._usable_layers(key, names, labels)
@@ -186,7 +218,8 @@ class FeatureCache:
             meta = {"format": CACHE_FORMAT,
                     "checkpoint": {"path": str(checkpoint_path.resolve()), "sha256": checkpoint_sha,
                                    **({"foreign": foreign} if foreign is not None else {})},
-                    "dataset": spec, "transform": transform, "dtype": dtype, "precision": precision,
+                    "dataset": spec, "dataset_files": fingerprint, "transform": transform, "dtype": dtype,
+                    "precision": precision,
                     "device": str(resolve_device(device)), "num_samples": len(dataset),
                     "num_classes": int(dataset.num_classes), "classes": list(getattr(dataset, "classes", [])),
                     "layers": {}}
@@ -200,8 +233,11 @@ class FeatureCache:
         """Run the model once over ``dataset`` for ``layers`` (named layers or module paths) and every
         other named layer the entry lacks (pooled features are small next to the forward pass, and
         every evaluator then hits the cache). Each layer's meta records the module path it hooked."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = make_temp_dir(self.cache_dir, key[:16])
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = make_temp_dir(self.cache_dir, key[:16])
+        except OSError as exc:
+            raise os_error(exc, self.cache_dir, "write the feature cache in") from None
         try:
             model = ckpt_io.model_from_checkpoint(checkpoint_path, device=device, foreign=foreign)
             layers = list(dict.fromkeys(layers + [n for n in model.named_layers() if n not in stored]))

@@ -15,8 +15,11 @@ records existed are checked by their ``.npy`` headers instead.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 from core import checkpoint as ckpt_io
-from core.errors import UserError
+from core.errors import FileSystemError, UserError, os_error
 
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
 _SAFE_LAYER = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -175,10 +178,29 @@ def check_entry(entry: Path, layers: Sequence[str]) -> tuple[dict | None, str | 
     return meta, None
 
 
+def _memmap(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new ``.npy`` file of ``shape``, memory-mapped for writing, its blocks allocated first
+    (``posix_fallocate``): a full disk is then an ``OSError`` here, not a bus error (SIGBUS) when a
+    page of the mapping is later written to a file system that has no room for it."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    size = path.stat().st_size
+    if size and hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+            except OSError as exc:  # a file system without it: the free-space check before stays the guard
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+    return array
+
+
 class MemmapSink:
     """Writes each layer into ``directory/<layer>.npy`` and the labels into ``labels.npy``
-    (``np.lib.format.open_memmap``, shape fixed to ``num_samples`` rows, opened on the first batch
-    once the width is known). ``dims`` maps each layer to its width after :meth:`close`."""
+    (memory-mapped, shape fixed to ``num_samples`` rows, opened on the first batch once the width is
+    known). ``dims`` maps each layer to its width after :meth:`close`. Before the first batch's
+    files are made, the free space is checked against the bytes they need; a full disk is one
+    :class:`core.errors.FileSystemError` naming the folder and the cause (the caller removes the
+    partial entry)."""
 
     def __init__(self, directory: str | Path, num_samples: int, dtype: str = "float32") -> None:
         if dtype not in STORAGE_DTYPES:
@@ -188,18 +210,34 @@ class MemmapSink:
         self.dtype = dtype
         self.dims: dict[str, int] = {}
         self._maps: dict[str, np.memmap] = {}
-        self._labels = np.lib.format.open_memmap(self.directory / "labels.npy", mode="w+", dtype=np.int64,
-                                                 shape=(self.num_samples,))
+        self._labels = self._open("labels.npy", np.int64, (self.num_samples,))
+
+    def _open(self, name: str, dtype, shape: tuple[int, ...]) -> np.memmap:
+        try:
+            return _memmap(self.directory / name, dtype, shape)
+        except OSError as exc:
+            raise os_error(exc, self.directory.parent, f"write {name} into the feature cache") from None
+
+    def _check_space(self, features: dict[str, torch.Tensor]) -> None:
+        itemsize = np.dtype(STORAGE_DTYPES[self.dtype]).itemsize
+        need = sum(self.num_samples * value.shape[1] * itemsize for value in features.values()) + 4096 * len(features)
+        free = shutil.disk_usage(self.directory).free
+        if need > free:
+            raise FileSystemError(f"cannot write the feature cache in {self.directory.parent}: its {len(features)} "
+                                  f"layer files need {need / 2**20:.1f} MiB but {free / 2**20:.1f} MiB are free "
+                                  f"(ENOSPC); free space there or pass another --cache_dir")
 
     def write(self, start: int, features: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
         stop = start + len(labels)
         if stop > self.num_samples:
             raise RuntimeError(f"the loader yielded more than the {self.num_samples} samples the dataset announced")
+        new = {name: value for name, value in features.items() if name not in self._maps}
+        if new:
+            self._check_space(new)
         for name, value in features.items():
             if name not in self._maps:
-                self._maps[name] = np.lib.format.open_memmap(
-                    self.directory / layer_file(name), mode="w+", dtype=STORAGE_DTYPES[self.dtype],
-                    shape=(self.num_samples, value.shape[1]))
+                self._maps[name] = self._open(layer_file(name), STORAGE_DTYPES[self.dtype],
+                                              (self.num_samples, value.shape[1]))
                 self.dims[name] = int(value.shape[1])
             self._maps[name][start:stop] = value.numpy()
         self._labels[start:stop] = labels.numpy()
