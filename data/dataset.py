@@ -4,24 +4,34 @@ Every dataset this package returns is an :class:`ImageDataset`: ``dataset[i]`` i
 ``(transform(image), label)`` where ``image`` is a uint8 tensor ``C x H x W`` (C = 1 for
 grayscale arrays, 3 otherwise) and ``label`` an ``int``. Class selection and per-class
 subsampling make a new dataset that shares the stored images with the original.
+
+``dataset.sample(i, key)`` is the same item with the transform's random draws taken from ``key``
+(:func:`data.transforms.apply_transform`); training reads its epochs through :class:`EpochSamples`,
+whose keys come from (seed, epoch, rank, position in the epoch), so the number of loader workers
+cannot change a result.
 """
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler, Subset
 
+from data.decode import DatasetError, check_size, dct_scale, decode_jpeg, jpeg_size, read_bytes, read_image
 from data.splits import select_indices
-from data.transforms import batch_safe
+from data.transforms import (
+    RandomResizedCropFlip,
+    apply_transform,
+    batch_safe,
+    sample_keys,
+    transform_steps,
+)
 
-
-class DatasetError(ValueError):
-    """A dataset's files are missing or malformed; the message names the path and what belongs there."""
+__all__ = ["DatasetError", "EpochSamples", "FileImageDataset", "ImageDataset", "PositionSampler",
+           "TensorImageDataset", "use_fast_decode"]
 
 
 class ImageDataset(Dataset):
@@ -51,10 +61,18 @@ class ImageDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        image = self.image(index)
-        if self.transform is not None:
-            image = self.transform(image)
+        return self.sample(index)
+
+    def sample(self, index: int, key: int | None = None) -> tuple:
+        """``(transform(image), label)`` of sample ``index``; with ``key``, every random draw of the
+        transform is a function of the key (None: torch's global generator, as ``dataset[index]``)."""
+        image = apply_transform(self.transform, self.image(index), None if key is None else [key])
         return image, int(self.targets[index])
+
+    def samples(self, indices: Sequence[int], keys: Sequence[int] | None = None) -> list:
+        """:meth:`sample` of each index with its key (None: the global generator), as a list."""
+        keys = [None] * len(indices) if keys is None else keys
+        return [self.sample(int(i), k) for i, k in zip(indices, keys)]
 
     def image(self, index: int) -> torch.Tensor:
         """Sample ``index`` before the transform: a uint8 tensor C x H x W."""
@@ -105,17 +123,30 @@ class TensorImageDataset(ImageDataset):
         return self.images[row]
 
     def __getitems__(self, indices: Sequence[int]) -> list:
+        return self.samples(indices)
+
+    def samples(self, indices: Sequence[int], keys: Sequence[int] | None = None) -> list:
         if self.transform is not None and not batch_safe(self.transform):
-            return [self[i] for i in indices]
+            return super().samples(indices, keys)
         indices = torch.as_tensor(indices, dtype=torch.long)
-        images = self.images[self._rows[indices]]
-        if self.transform is not None:
-            images = self.transform(images)
+        images = apply_transform(self.transform, self.images[self._rows[indices]], keys)
         return list(zip(images.unbind(0), self.targets[indices].tolist()))
 
 
 class FileImageDataset(ImageDataset):
-    """Images read from files on each access (any format PIL reads); grayscale becomes RGB."""
+    """Images read from files on each access (any format PIL reads, see :func:`data.decode.read_image`);
+    grayscale becomes RGB.
+
+    ``fast_decode`` (default True) applies when the transform starts with a
+    :class:`~data.transforms.RandomResizedCropFlip` (the ``imagenet`` training transform): the crop is
+    drawn from the JPEG header's size, the JPEG decoded by libjpeg-turbo (:mod:`data.decode`) at the
+    smallest of 1, 1/2, 1/4, 1/8 scale at which the crop still covers the output size, and the crop
+    taken from it. At full scale the pixels are PIL's; at a reduced scale the downscale by 2, 4 or 8
+    happens in the DCT domain instead of in the resize. Other files and other transforms are
+    decoded by PIL; ``fast_decode=False`` decodes every image with PIL (the official decode).
+    """
+
+    fast_decode = True
 
     def __init__(self, name: str, paths: Sequence[str | Path], targets, classes: Sequence[str]):
         super().__init__(name, classes, targets)
@@ -124,12 +155,86 @@ class FileImageDataset(ImageDataset):
         self.paths = [str(p) for p in paths]
 
     def load(self, row: int) -> torch.Tensor:
+        return read_image(self.paths[row], self.name)
+
+    def sample(self, index: int, key: int | None = None) -> tuple:
+        steps = transform_steps(self.transform)
+        if not (self.fast_decode and steps and isinstance(steps[0], RandomResizedCropFlip)):
+            return super().sample(index, key)
+        keys = None if key is None else [key]
+        image = self.decode_crop(int(self._rows[index]), steps[0], keys)
+        for step in steps[1:]:
+            image = apply_transform(step, image, keys)
+        return image, int(self.targets[index])
+
+    def decode_crop(self, row: int, crop: RandomResizedCropFlip, keys) -> torch.Tensor:
+        """The resized crop of the image at ``row``, drawn from its size and decoded at the scale it needs."""
         path = self.paths[row]
-        try:
-            with Image.open(path) as image:
-                pixels = np.array(image.convert("RGB"))
-        except FileNotFoundError:
-            raise DatasetError(f"{self.name}: image {path} is missing; restore it or rebuild the dataset folder") from None
-        except (UnidentifiedImageError, OSError) as error:
-            raise DatasetError(f"{self.name}: {path} is not a readable image ({error}); replace or remove it") from None
-        return torch.from_numpy(pixels).permute(2, 0, 1)
+        data = read_bytes(path, self.name)
+        size = jpeg_size(data)
+        if size is None:  # not a JPEG libjpeg-turbo decodes to RGB (PNG, CMYK, ...): PIL
+            return crop(read_image(path, self.name), keys=keys)
+        check_size(*size, path, self.name)
+        box = crop.draw(*size, keys)
+        scale = dct_scale(box.height, box.width, crop.size)
+        image = decode_jpeg(data, *size, scale=scale)
+        if image is None:  # libjpeg-turbo reported a problem: PIL reads it (or names it)
+            image, scale = read_image(path, self.name), 1
+        return crop.crop(image, box, reduced=scale)
+
+
+def use_fast_decode(dataset, fast: bool) -> None:
+    """Set ``fast_decode`` of the file dataset under ``dataset`` (itself or inside Subsets); others have none."""
+    base = unwrap(dataset)[0]
+    if isinstance(base, FileImageDataset):
+        base.fast_decode = bool(fast)
+
+
+def unwrap(dataset) -> tuple[Dataset, list[int] | None]:
+    """(the dataset under any ``Subset`` wrappers, the row of it each index of ``dataset`` reads; None = the same)."""
+    rows = None
+    while isinstance(dataset, Subset):
+        indices = [int(i) for i in dataset.indices]
+        rows = indices if rows is None else [indices[r] for r in rows]
+        dataset = dataset.dataset
+    return dataset, rows
+
+
+class PositionSampler(Sampler):
+    """``sampler``'s indices as (position in the epoch, index) pairs, for :class:`EpochSamples`."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return enumerate(self.sampler)
+
+
+class EpochSamples(Dataset):
+    """One training epoch of ``dataset`` (an :class:`ImageDataset` or a ``Subset`` of one), read by
+    (position, index) pairs from a :class:`PositionSampler`: the sample at position p of the epoch is
+    transformed with the key ``sample_keys(epoch_key, p)`` (``epoch_key`` from (seed, epoch, rank)),
+    so its crop and flip are the same in any worker and for any number of workers. The position,
+    not the image, carries the key: an image drawn twice in an epoch (repeated augmentation) gets
+    two different augmentations. Batches stay batched (:meth:`ImageDataset.samples`).
+    """
+
+    def __init__(self, dataset, epoch_key: int):
+        self.dataset, self.epoch_key = dataset, int(epoch_key)
+        self.base, self.rows = unwrap(dataset)
+        if not isinstance(self.base, ImageDataset):
+            raise TypeError(f"EpochSamples reads an ImageDataset (or a Subset of one), got {type(self.base).__name__}")
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple:
+        return self.__getitems__([item])[0]
+
+    def __getitems__(self, items: Sequence[tuple[int, int]]) -> list:
+        positions = [int(p) for p, _ in items]
+        indices = [int(i) if self.rows is None else self.rows[int(i)] for _, i in items]
+        return self.base.samples(indices, sample_keys(self.epoch_key, positions))

@@ -1,5 +1,6 @@
 """Batched augmentation of in-memory datasets: per-sample random parameters, the same output
-as the per-sample torchvision transforms (so the same distribution and the same numbers)."""
+as the per-sample torchvision transforms (so the same distribution and the same numbers), and with
+keys (training) the same marginals, a sample's draws depending on its key alone."""
 import copy
 
 import numpy as np
@@ -7,10 +8,10 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency
 from torch.utils.data import DataLoader, Subset
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 import data
-from data.transforms import NormalizeRGB, RandomCropFlip, batch_safe, build_transform
+from data.transforms import NormalizeRGB, RandomCropFlip, RandomResizedCropFlip, batch_safe, build_transform, sample_keys
 
 
 def reference_small_train(size: int) -> v2.Compose:
@@ -124,3 +125,38 @@ def test_normalize_rgb_takes_a_batch():
     assert torch.equal(out, torch.stack([NormalizeRGB()(image) for image in batch]))
     with pytest.raises(ValueError, match="uint8"):
         NormalizeRGB()(torch.zeros(2, 3, 4, 4))
+
+
+def test_keyed_crops_and_flips_have_the_per_sample_marginals_and_match_sample_by_sample():
+    n, size, padding = 4000, 28, 3
+    keys = sample_keys(9, range(n))
+    ours = RandomCropFlip(size, padding)(coded_batch(n), keys=keys)
+    one_by_one = torch.stack([RandomCropFlip(size, padding)(image, keys=keys[i:i + 1])
+                              for i, image in enumerate(coded_batch(40))])
+    assert torch.equal(ours[:40], one_by_one)  # a sample's draws depend on its key alone
+    ours = crop_parameters(ours, padding)
+    torch.manual_seed(1)
+    per_sample = v2.Compose([v2.RandomCrop(size, padding=padding), v2.RandomHorizontalFlip()])
+    reference = crop_parameters(torch.stack([per_sample(image) for image in coded_batch(n)]), padding)
+    assert ours.min(0).tolist() == [0, 0, 0] and ours.max(0).tolist() == [2 * padding, 2 * padding, 1]
+    labels = np.concatenate([np.zeros(n), np.ones(n)])
+    for k in range(3):
+        assert independent(labels, np.concatenate([ours[:, k], reference[:, k]])) > 1e-3
+    for a, b in ((ours[:-1:2, 0], ours[1::2, 0]), (ours[:-1:2, 2], ours[1::2, 2]), (ours[:, 0], ours[:, 1])):
+        assert independent(a, b) > 1e-3
+
+
+def test_resized_crop_flip_without_a_key_equals_torchvisions_crop_then_flip():
+    images = torch.randint(0, 256, (6, 3, 75, 100), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    for interpolation in (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC):
+        ours = RandomResizedCropFlip(32, interpolation=interpolation)
+        reference = v2.Compose([v2.RandomResizedCrop(32, interpolation=interpolation, antialias=True),
+                                v2.RandomHorizontalFlip()])
+        torch.manual_seed(4)
+        expected = [reference(image) for image in images for _ in range(5)]
+        state = torch.get_rng_state()
+        torch.manual_seed(4)
+        assert all(torch.equal(ours(image), e) for image, e in zip(images.repeat_interleave(5, 0), expected))
+        assert torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ValueError, match="one image"):
+        ours(images)

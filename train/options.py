@@ -40,7 +40,7 @@ PRETRAIN_DEFAULTS: dict = dict(
     drop_path=0.0,
     alpha=0.0, output_dim=0, hidden_mlp=0, projector="etf", l2_features=False,
     lr=0.01, wd=0.05, epochs=100, warmup_epochs=5, warmup_start_factor=0.01, batch_size=512,
-    label_smoothing=0.1, augmentation=True, workers=8, save_dir="checkpoints", ckpt_file="model.pth",
+    label_smoothing=0.1, augmentation=True, fast_decode=True, workers=8, save_dir="checkpoints", ckpt_file="model.pth",
     expt_name="run", seed=0, resume=None, overwrite=False, device="auto", precision="bfloat16",
     optimizer="adamw", momentum=0.9, schedule="cosine", milestones=[], gamma=0.1, val_split=0.0,
     spectral_norm=0.0, activation="relu", shortcut="conv", loss="ce", init_from=None,
@@ -57,6 +57,10 @@ PRETRAIN_HELP = {
                  "small (pad-and-crop + flip; Resize), e.g. small for CIFAR at 32 px",
     "crop_interpolation": "interpolation of the training RandomResizedCrop: bilinear, bicubic, or auto = the "
                           "official code's (torchvision's default, bilinear, for the CNNs and the ViTs alike)",
+    "fast_decode": "training crops of JPEG files: drawn from the header's size, decoded by libjpeg-turbo "
+                   "(simplejpeg) at 1/2, 1/4 or 1/8 scale when the crop still covers the output size there, else "
+                   "at full scale with PIL's pixels (docs/FIDELITY.md); --no-fast_decode: PIL decodes every image "
+                   "in full (the official decode). Evaluation always decodes with PIL",
     "classes": "original class indices to train on (relabelled 0..k-1), e.g. --classes 0 1 2 3 4 5",
     "alpha": "entropy-regularizer weight on the encoder embedding (0 = off; the method uses 0.05)",
     "output_dim": "projector output width (0 = no projector: the baseline)",

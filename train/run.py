@@ -120,14 +120,23 @@ def check_first_samples(train_set, val_set) -> None:
 
 def make_loaders(cfg: Namespace, train_set, val_set, info: D.DistInfo, epoch: int):
     """The epoch's training loader (shuffled or sampled from (seed, epoch)) and the rank's share of
-    the validation set."""
+    the validation set. The training loader reads :class:`data.dataset.EpochSamples`: each sample's
+    augmentation is drawn from (seed, epoch, rank, its position in the epoch), and the epoch's order
+    is fixed before any iterator exists (an iterator made and dropped, as tqdm.auto's does, draws
+    differently with and without workers), so ``--workers`` changes no result; JPEG crops are
+    decoded as ``--fast_decode`` says."""
+    from data.dataset import EpochSamples, PositionSampler, use_fast_decode
+
     per_rank_batch = max(1, cfg.batch_size // info.world_size)
     common = dict(num_workers=cfg.workers, pin_memory=info.device.type == "cuda")
     generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
     sampler = train_sampler(cfg, train_set, info.rank, info.world_size, epoch, seed=epoch_seed(cfg.seed, epoch))
     drop_last = drop_last_batch(cfg, len(sampler if sampler is not None else train_set), per_rank_batch)
-    train_loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, shuffle=sampler is None,
-                              drop_last=drop_last, generator=generator, **common)
+    order = sampler if sampler is not None else torch.randperm(len(train_set), generator=generator).tolist()
+    use_fast_decode(train_set, cfg.fast_decode)
+    samples = EpochSamples(train_set, epoch_seed(cfg.seed, epoch, info.rank))
+    train_loader = DataLoader(samples, batch_size=per_rank_batch, sampler=PositionSampler(order), drop_last=drop_last,
+                              generator=generator, **common)
     shard = Subset(val_set, range(info.rank, len(val_set), info.world_size))
     val_loader = DataLoader(shard, batch_size=per_rank_batch, shuffle=False, **common)
     return train_loader, val_loader
