@@ -79,8 +79,18 @@ def test_bench_ood_small_run_checks_scores_and_prints_both_speed_ups():
     assert re.match(r"speed-up \(fit \+ score\): \d+\.\d\dx", lines[-1])
 
 
+def test_bench_loader_tiny_prints_every_pipeline_and_ends_with_the_ratio():
+    lines = run_bench("bench_loader.py", "--tiny")
+    assert lines[0].startswith("cpu ") and "load average" in lines[0]
+    assert "crops decoded at a reduced scale: 0.0%" in lines[1]  # 224-px crops of ImageNet-sized photographs
+    for label in ("official (PIL", "ours, --no-fast_decode", "ours, fast decode (the default)", "decode only: simplejpeg"):
+        row = next(line for line in lines if line.startswith(label))
+        assert re.search(r"\s\d+\s+\d+\s+\d+$", row)
+    assert re.fullmatch(r"ratio fast/official = \d+\.\d\d", lines[-1])
+
+
 @pytest.mark.parametrize("name", ["bench_train.py", "bench_gpu.py", "bench_ood.py", "bench_nc.py", "bench_eval.py",
-                                  "device_agreement.py", "gpu_check.py"])
+                                  "device_agreement.py", "gpu_check.py", "bench_loader.py"])
 def test_every_benchmark_documents_its_command(name):
     text = (ROOT / "bench" / name).read_text()
     assert f"bench/{name}" in text

@@ -1,0 +1,221 @@
+"""The JPEG training pipeline: images per CPU-core-second of the official code's pipeline and of ours.
+
+Images: scikit-image's bundled colour photographs (astronaut, chelsea, coffee, rocket,
+hubble_deep_field, immunohistochemistry, retina), centre-cropped and resized to ImageNet's usual
+sizes (500 x 375, 375 x 500, 500 x 333, 333 x 500) and saved as JPEG at quality 75-95 with 4:2:0
+chroma subsampling, as most ImageNet files are, one class folder per photograph.
+
+Pipelines, each the 224-px training transform (RandomResizedCrop with scale 0.08-1 and ratio
+3/4-4/3, horizontal flip with p = 0.5, to a normalized float tensor):
+
+- official: the official code's, torchvision's ``ImageFolder`` (PIL open + ``convert("RGB")``),
+  then the classic (v1) ``RandomResizedCrop(224)``, ``RandomHorizontalFlip``, ``ToTensor``,
+  ``Normalize``, one image at a time;
+- pil decode: ours with ``--no-fast_decode``: ``build_dataset("imagefolder", ...)`` read through
+  ``EpochSamples`` in batches of 32 (keyed draws, PIL decode, torch resize, ``NormalizeRGB``);
+- fast decode: the same with ``--fast_decode`` (the default): libjpeg-turbo through simplejpeg,
+  at a reduced DCT scale where the crop allows it.
+
+Rows for information: ours without the normalization (uint8 out, what normalizing on the device
+would leave to the loader), and four JPEG decoders alone (PIL, simplejpeg as ours calls it,
+simplejpeg with libjpeg-turbo's fast IDCT and upsampling, ``torchvision.io.decode_jpeg``).
+
+Each measurement runs in its own process with one thread and reports images / CPU seconds of that
+process (``time.process_time``) after a warm-up; rounds run the measurements in rotated order and
+the figures are medians over rounds. The last line is ``ratio fast/official = X``, the median of
+the per-round ratios (target >= 2).
+
+    .venv/bin/python bench/bench_loader.py             # 5 rounds of 400 images per measurement, 2-4 minutes
+    .venv/bin/python bench/bench_loader.py --tiny      # the same code on a few images, in this process, in seconds
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from common import cpu_model, load_average  # noqa: E402
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+SIZES = ((500, 375), (375, 500), (500, 333), (333, 500))
+PIPELINES = {"official": "official (PIL, v1 transforms, ToTensor, Normalize)",
+             "pil": "ours, --no-fast_decode (PIL decode)",
+             "fast": "ours, fast decode (the default)",
+             "fast_uint8": "ours, fast decode, uint8 out (no normalization)"}
+DECODERS = {"decode_pil": "decode only: PIL open + convert",
+            "decode_turbo": "decode only: simplejpeg (accurate IDCT, as ours)",
+            "decode_turbo_fast": "decode only: simplejpeg fast IDCT + fast upsampling",
+            "decode_torchvision": "decode only: torchvision.io.decode_jpeg"}
+TARGET = 2.0
+BATCH = 32
+
+
+def write_photos(folder: Path, photos=PHOTOS, sizes=SIZES, seed: int = 0) -> list[Path]:
+    """The benchmark's JPEG files, one class folder per photograph (see the module doc)."""
+    import skimage.data
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name in photos:
+        image = Image.fromarray(getattr(skimage.data, name)())
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for width, height in sizes:
+            scale = min(image.width / width, image.height / height)
+            w, h = width * scale, height * scale
+            box = ((image.width - w) / 2, (image.height - h) / 2, (image.width + w) / 2, (image.height + h) / 2)
+            path = folder / name / f"{width}x{height}.jpg"
+            image.resize((width, height), Image.BICUBIC, box=box).save(
+                path, quality=int(rng.integers(75, 96)), subsampling=2)
+            paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------- one measurement (its own process)
+
+def official_reader(folder: str):
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    dataset = datasets.ImageFolder(folder, transform=transform)
+    return lambda positions: [dataset[p % len(dataset)] for p in positions]
+
+
+def our_reader(folder: str, fast: bool, normalize: bool = True):
+    from torchvision.transforms import v2
+
+    import data
+    from data.dataset import EpochSamples
+
+    dataset = data.build_dataset("imagefolder", "train", root=folder, image_size=224, augment=True,
+                                 interpolation="bilinear")
+    dataset.fast_decode = fast
+    if not normalize:
+        dataset.transform = v2.Compose(dataset.transform.transforms[:-1])
+    epoch = EpochSamples(dataset, epoch_key=0)
+    return lambda positions: epoch.__getitems__([(p, p % len(dataset)) for p in positions])
+
+
+def decoder(folder: str, name: str):
+    from PIL import Image
+
+    blobs = [path.read_bytes() for path in sorted(Path(folder).rglob("*.jpg"))]
+    if name == "decode_pil":
+        def decode(blob):
+            return np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+    elif name == "decode_torchvision":
+        import torch
+        from torchvision.io import decode_jpeg
+
+        tensors = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+        return lambda positions: [decode_jpeg(tensors[p % len(tensors)]) for p in positions]
+    else:
+        import simplejpeg
+
+        fast = name == "decode_turbo_fast"
+
+        def decode(blob):
+            return simplejpeg.decode_jpeg(blob, fastdct=fast, fastupsample=fast)
+    return lambda positions: [decode(blobs[p % len(blobs)]) for p in positions]
+
+
+def measure(name: str, folder: str, images: int) -> dict:
+    """Images per CPU second of one pipeline or decoder, read in batches of positions after a warm-up."""
+    import torch
+
+    torch.set_num_threads(1)
+    if name == "official":
+        read = official_reader(folder)
+    elif name in PIPELINES:
+        read = our_reader(folder, fast=name != "pil", normalize=name != "fast_uint8")
+    else:
+        read = decoder(folder, name)
+    read(range(BATCH))  # warm-up: imports, allocator, file cache
+    cpu, wall = time.process_time(), time.perf_counter()
+    for start in range(BATCH, BATCH + images, BATCH):
+        read(range(start, min(start + BATCH, BATCH + images)))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"name": name, "images": images, "cpu_s": cpu, "wall_s": wall}
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+def run_measurement(name: str, folder: Path, images: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, __file__, "--measure", name, "--folder", str(folder), "--images",
+                          str(images)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
+    if out.returncode != 0:
+        raise SystemExit(f"error: measurement {name} failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def reduced_share(paths: list[Path], draws: int = 2000) -> float:
+    """Share of training crops (keyed draws over the files' sizes) that decode at a reduced DCT scale."""
+    from data.decode import dct_scale, jpeg_size
+    from data.transforms import RandomResizedCropFlip
+
+    crop = RandomResizedCropFlip(224)
+    sizes = [jpeg_size(path.read_bytes()) for path in paths]
+    boxes = [crop.draw(*sizes[k % len(sizes)], [k]) for k in range(draws)]
+    return sum(dct_scale(b.height, b.width, crop.size) > 1 for b in boxes) / draws
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--images", type=int, default=400, help="images per measurement")
+    p.add_argument("--tiny", action="store_true",
+                   help="2 photographs, 1 round of a few images, in this process: checks the code runs")
+    p.add_argument("--measure", help=argparse.SUPPRESS)
+    p.add_argument("--folder", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.folder, args.images)))
+        return
+    rounds, images = (1, 2 * BATCH) if args.tiny else (args.rounds, args.images)
+    names = [*PIPELINES, *DECODERS]
+    print(f"cpu {cpu_model()}, {os.cpu_count()} cores; one thread per measurement; "
+          f"load average {load_average()} (1, 5, 15 min)")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_photos(Path(tmp), PHOTOS[:2] if args.tiny else PHOTOS)
+        print(f"{len(paths)} JPEGs (quality 75-95, 4:2:0) at {', '.join(f'{w} x {h}' for w, h in SIZES)}; "
+              f"{rounds} round(s) of {images} images per measurement; crops decoded at a reduced scale: "
+              f"{reduced_share(paths):.1%}")
+        results = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                results[name].append(measure(name, tmp, images) if args.tiny else run_measurement(name, Path(tmp), images))
+    rate = {name: [m["images"] / m["cpu_s"] for m in runs] for name, runs in results.items()}
+    print(f"{'images per CPU-core-second':58}{'median':>8}{'min':>8}{'max':>8}")
+    for name, label in {**PIPELINES, **DECODERS}.items():
+        values = rate[name]
+        print(f"{label:58}{statistics.median(values):8.0f}{min(values):8.0f}{max(values):8.0f}")
+    ratio = statistics.median(f / o for f, o in zip(rate["fast"], rate["official"]))
+    pil = statistics.median(f / o for f, o in zip(rate["pil"], rate["official"]))
+    print(f"ratio pil decode/official = {pil:.2f}; load average after {load_average()}; "
+          f"target fast/official >= {TARGET}: {'PASS' if ratio >= TARGET else 'MISS'}")
+    print(f"ratio fast/official = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
