@@ -41,17 +41,18 @@ class GENScorer(Scorer):
         return -(top.pow(self.gamma) * (1.0 - top).pow(self.gamma)).sum(dim=1)
 
 
-def kl_to_templates(probs: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
-    """KL(p_i || q_c) for every row p_i of `probs` (N x C) and q_c of `templates` (K x C) -> N x K.
+def kl_to_templates(log_probs: torch.Tensor, log_templates: torch.Tensor) -> torch.Tensor:
+    """KL(p_i || q_c) for every row of `log_probs` (log p, N x C) and of `log_templates` (log q,
+    K x C) -> N x K, from logarithms so that probabilities that underflow to 0 stay finite.
 
-    scipy.stats.entropy's convention: rows renormalized to sum 1, 0 log(0/q) = 0, and +inf where
-    some p_k > 0 meets q_k = 0.
+    scipy.stats.entropy's convention: 0 log(0/q) = 0, and +inf where some p_k > 0 meets q_k = 0
+    (log q_k = -inf: only the one-hot templates of classes never predicted).
     """
-    p = probs / probs.sum(dim=1, keepdim=True)
-    q = templates / templates.sum(dim=1, keepdim=True)
-    log_q = torch.where(q > 0, q.log(), torch.zeros_like(q))
-    kl = torch.special.xlogy(p, p).sum(dim=1, keepdim=True) - p @ log_q.T
-    impossible = ((p > 0).to(p.dtype) @ (q == 0).to(p.dtype).T) > 0
+    p = log_probs.exp()
+    zero_q = torch.isinf(log_templates)
+    cross = p @ log_templates.masked_fill(zero_q, 0.0).T
+    kl = (p * log_probs).sum(dim=1, keepdim=True) - cross
+    impossible = ((p > 0).to(p.dtype) @ zero_q.to(p.dtype).T) > 0
     return kl.masked_fill(impossible, float("inf"))
 
 
@@ -66,6 +67,9 @@ class KLMScorer(Scorer):
     Out-of-Distribution Detection for Real-World Settings", ICML 2022. OpenOOD v1.5 `klm`: no
     options, no search; the templates come from the ID validation split (`fit_split = "val"`), one
     per classifier row. Labels are not used (templates follow the predictions).
+    Computed from log-softmax, with each template's logarithm a log-mean-exp, so that confident
+    logits (probabilities that underflow to 0, where OpenOOD's scipy KL gives inf) score finitely;
+    elsewhere the numbers are OpenOOD's.
     """
 
     needs_train_labels = False
@@ -75,18 +79,23 @@ class KLMScorer(Scorer):
     uses_classifier = True
 
     def _fit(self, features, labels):
-        probs = torch.softmax(self.logits_of(features, None), dim=1)
-        num_classes = probs.shape[1]
-        predicted = probs.argmax(dim=1)
-        counts = torch.bincount(predicted, minlength=num_classes).to(probs.dtype)
-        sums = torch.zeros(num_classes, num_classes, dtype=probs.dtype, device=probs.device)
-        sums.index_add_(0, predicted, probs)
-        one_hot = torch.eye(num_classes, dtype=probs.dtype, device=probs.device)
-        self.templates = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], one_hot)
+        log_probs = torch.log_softmax(self.logits_of(features, None), dim=1)
+        num_classes = log_probs.shape[1]
+        predicted = log_probs.argmax(dim=1)
+        counts = torch.bincount(predicted, minlength=num_classes)
+        index = predicted[:, None].expand(-1, num_classes)
+        peak = torch.full((num_classes, num_classes), -torch.inf, dtype=log_probs.dtype, device=log_probs.device)
+        peak = peak.scatter_reduce(0, index, log_probs, reduce="amax")  # per template and class: the largest log p
+        peak = torch.where(counts[:, None] > 0, peak, torch.zeros_like(peak))
+        sums = torch.zeros_like(peak).index_add_(0, predicted, (log_probs - peak[predicted]).exp())
+        log_mean = peak + sums.log() - counts.clamp_min(1).to(sums.dtype).log()[:, None]
+        one_hot = torch.eye(num_classes, dtype=torch.bool, device=log_probs.device)
+        fallback = torch.zeros_like(peak).masked_fill(~one_hot, -torch.inf)  # log e_c
+        self.log_templates = torch.where(counts[:, None] > 0, log_mean, fallback)
 
     def _score(self, features, logits):
-        probs = torch.softmax(self.logits_of(features, logits), dim=1)
-        return -kl_to_templates(probs, self.templates.to(probs.device)).amin(dim=1)
+        log_probs = torch.log_softmax(self.logits_of(features, logits), dim=1)
+        return -kl_to_templates(log_probs, self.log_templates.to(log_probs.device)).amin(dim=1)
 
 
 class GradNormScorer(Scorer):

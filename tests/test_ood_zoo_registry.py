@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ood import SCORERS, Scorer, build_scorer, detection_metrics, parse_scorer_spec, scorer_options, search_candidates
-from test_ood_zoo import C, fitted, make_zoo_data, t
+from tests.test_ood_zoo import C, fitted, make_zoo_data, t
 
 ZOO = ["react", "ash", "scale", "dice", "gen", "klm", "rmds", "she", "relation", "nnguide", "vra", "fdbd", "nci",
        "gradnorm"]
@@ -175,3 +175,20 @@ def test_clip_thresholds_that_flatten_every_activation_warn(zoo):
     with pytest.warns(UserWarning, match="react: the 90th percentile .* is also their minimum"):
         build_scorer("react").fit(t(sparse), None, weight=w, bias=b)
 
+
+
+def test_klm_stays_finite_when_softmax_probabilities_underflow(zoo):
+    """Logits 1000 times larger: float64 softmax underflows to exact zeros (scipy's KL is inf for
+    such rows); where scipy's KL is finite, the scores are scipy's."""
+    from scipy.special import softmax
+    from scipy.stats import entropy
+
+    w, b = 1000 * zoo["weight"], 1000 * zoo["bias"]
+    val_probs = softmax(zoo["val"] @ w.T + b, axis=1)
+    templates = [val_probs[val_probs.argmax(axis=1) == c].mean(axis=0) for c in range(C)]
+    probs = softmax(zoo["queries"] @ w.T + b, axis=1)
+    reference = np.array([-min(entropy(p, q) for q in templates) for p in probs])
+    scores = build_scorer("klm").fit(t(zoo["val"]), None, weight=t(w), bias=t(b)).score(t(zoo["queries"])).numpy()
+    assert np.isinf(reference).any() and np.isfinite(scores).all() and (scores <= 1e-12).all()
+    finite = np.isfinite(reference)
+    np.testing.assert_allclose(scores[finite], reference[finite], rtol=1e-9, atol=1e-12)
