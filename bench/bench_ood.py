@@ -12,12 +12,20 @@
    and its scoring, `log_prob` of the whole test set at once; on DDU's scale of problem: 10
    classes of 1,000 samples (CIFAR-10-like), at D = 128 and D = 512.
 
+3. The scorer zoo: fit and score seconds of each of the 22 scorers of `ood.SCORERS` (default
+   options), fitted on --zoo-train synthetic non-negative features (default 5 x --train = 50,000)
+   with a linear classifier, scoring --test rows (10,000), at --dim and --classes (512, 100); one
+   run each (no repeats). Every scorer is fitted on the training features here, also those
+   OpenOOD fits on a validation split.
+
 Prints the jitter each side chose, the largest relative difference between the score vectors
 (target <= 1e-6), fit and score times (each the best of --repeats, the sides alternating, so
-that load from other processes distorts the ratio less), and as the last line the speed-up of
-fit + score over the reference (target >= 3, PASS / MISS). Nothing is asserted about time.
+that load from other processes distorts the ratio less), the zoo's table, and as the last line
+the speed-up of fit + score over the reference (target >= 3, PASS / MISS). Nothing is asserted
+about time.
 
 Run from the repository root:  .venv/bin/python bench/bench_ood.py [--train 10000 --test 10000 --dim 512 --classes 100]
+Small and fast:                .venv/bin/python bench/bench_ood.py --train 600 --test 300 --dim 16 --classes 6 --ddu-dims 8 --repeats 1
 """
 from __future__ import annotations
 
@@ -25,12 +33,13 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ood import JITTER_LADDER, build_scorer  # noqa: E402
+from ood import JITTER_LADDER, SCORERS, build_scorer  # noqa: E402
 
 TARGET_SPEEDUP = 3.0
 TARGET_REL_DIFF = 1e-6
@@ -95,6 +104,34 @@ def race(train, labels, test, num_classes, ladder, batch, reference_batch, repea
     return times, rel_diff, scorer.jitter, ref_jitter, reference
 
 
+def zoo_problem(num_train, num_test, dim, num_classes, seed):
+    """Non-negative features (|synthetic_features|), their labels, test rows and a linear classifier:
+    W = the class means, b = -||mean||^2 / 2 (nearest-mean rule), all float32 as a cache holds them."""
+    train, labels, test = synthetic_features(num_train, num_test, dim, num_classes, seed)
+    train, test = train.abs(), test.abs()
+    means = torch.zeros(num_classes, dim).index_add_(0, labels, train) / torch.bincount(labels, minlength=num_classes)[:, None]
+    return train, labels, test, means, -0.5 * means.square().sum(dim=1)
+
+
+def zoo_times(train, labels, test, weight, bias) -> list[tuple[str, float, float, str]]:
+    """(name, fit s, score s, note) of every registered scorer with its default options; a scorer
+    that refuses the data (ValueError) or warns gets its one line as the note."""
+    rows = []
+    for name in SCORERS:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                scorer, fit_s = timed(lambda: build_scorer(name).fit(train, labels, weight=weight, bias=bias))
+                scores, score_s = timed(lambda: scorer.score(test))
+                note = "" if torch.isfinite(scores).all() else "non-finite scores"
+            except ValueError as exc:
+                fit_s = score_s = float("nan")
+                note = f"refused: {exc}"
+        note = note or "; ".join(str(w.message) for w in caught)
+        rows.append((name, fit_s, score_s, note))
+    return rows
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -113,6 +150,8 @@ def main(argv=None):
                         help="dimensions of the lines against DDU's algorithm (none: skip them)")
     parser.add_argument("--ddu-classes", type=int, default=10)
     parser.add_argument("--ddu-per-class", type=int, default=1000, help="training samples per class (and test samples)")
+    parser.add_argument("--zoo-train", type=int, default=None,
+                        help="training rows of the zoo's timings (default 5 x --train; 0: skip the zoo)")
     args = parser.parse_args(argv)
     load = lambda: " ".join(f"{v:.2f}" for v in os.getloadavg())  # noqa: E731
 
@@ -143,6 +182,14 @@ def main(argv=None):
               f"{ddu / ours:.2f}x (fit {d_times['ref_fit'] / d_times['ours_fit']:.2f}x, score "
               f"{d_times['ref_score'] / d_times['ours_score']:.2f}x); scores max relative difference {d_diff:.1e} "
               f"{verdict(d_diff <= TARGET_REL_DIFF)}")
+    zoo_train = 5 * args.train if args.zoo_train is None else args.zoo_train
+    if zoo_train > 0:
+        problem = zoo_problem(zoo_train, args.test, args.dim, args.classes, args.seed + 1)
+        print(f"scorer zoo: fit on {zoo_train} x {args.dim} ({args.classes} classes), score {args.test} rows, "
+              "float32 features, default options, one run each")
+        print(f"{'scorer':12}{'fit s':>9}{'score s':>9}  note")
+        for name, fit_s, score_s, note in zoo_times(*problem):
+            print(f"{name:12}{fit_s:9.2f}{score_s:9.2f}  {note}".rstrip())
     speedup = ref_total / ours_total
     print(f"load average after {load()}")
     print(f"speed-up (fit + score): {speedup:.2f}x against the torch.distributions reference (fit "
