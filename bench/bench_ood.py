@@ -17,6 +17,12 @@
    with a linear classifier, scoring --test rows (10,000), at --dim and --classes (512, 100); one
    run each (no repeats). Every scorer is fitted on the training features here, also those
    OpenOOD fits on a validation split.
+4. The parameter search as a user runs it (``eval_ood.py --search``: every candidate of all 22
+   scorers' search spaces at the encoder and the projector of the demo's NC-controlled ResNet-18,
+   untrained, on the embedded protocol with --search-per-class images per class, textures' train
+   split as the validation OOD set), from a warm feature cache, against one feature extraction of
+   the same images (the cache filled from cold, all layers in one forward pass each): the line
+   ``search/extraction``.
 
 Prints the jitter each side chose, the largest relative difference between the score vectors
 (target <= 1e-6), fit and score times (each the best of --repeats, the sides alternating, so
@@ -136,6 +142,43 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def search_vs_extraction(per_class: int, image_size: int = 32) -> tuple[float, float, int]:
+    """Seconds of one cold-cache feature extraction of the search's images and of the whole search
+    from the then warm cache (see the module docstring); also the candidates per model and layer."""
+    import tempfile
+
+    from core.checkpoint import save_checkpoint
+    from core.config import parse_config
+    from evaluate.ood import OOD_OPTIONS, evaluate_ood, plan_ood
+    from evaluate.runs import features, open_runs
+    from evaluate.search import ScorerSpec
+    from models import build_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_search_"))
+    torch.manual_seed(0)
+    model = build_model("resnet18", 6, nc_control={"output_dim": 128, "hidden_mlp": 512}, stem="cifar", width=0.25,
+                        img_size=image_size)
+    ckpt = save_checkpoint(tmp / "ours.pth", model=model, epoch=0, config={})
+    cfg = parse_config(argv=["--ckpt", str(ckpt), "--names", "ours", "--cache_dir", str(tmp / "cache"),
+                             "--out_dir", str(tmp / "out"), "--image_size", str(image_size), "--max_per_class",
+                             str(per_class), "--device", "cpu", "--no-histograms", "--search",
+                             "--val_ood", "val_textures=textures", "--scorers", *SCORERS], **OOD_OPTIONS)
+    plan = plan_ood(cfg)
+    (run,) = open_runs(cfg)
+    layers = ["encoder", "projector"]
+    involved = [(plan.id, "train"), (plan.id, "test"), *plan.tests.values(), *plan.vals.values()]
+    t0 = time.perf_counter()
+    for spec, split in involved:  # a cold cache: every named layer of each (dataset, split) in one forward pass
+        features(cfg, run, spec, split, layers)
+    extraction = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluate_ood(cfg, plan)
+    search = time.perf_counter() - t0
+    return extraction, search, sum(len(ScorerSpec(name).candidates()) for name in SCORERS)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=10_000)
@@ -150,6 +193,8 @@ def main(argv=None):
                         help="dimensions of the lines against DDU's algorithm (none: skip them)")
     parser.add_argument("--ddu-classes", type=int, default=10)
     parser.add_argument("--ddu-per-class", type=int, default=1000, help="training samples per class (and test samples)")
+    parser.add_argument("--search-per-class", type=int, default=300,
+                        help="images per class of the search's datasets (0: skip the search line)")
     parser.add_argument("--zoo-train", type=int, default=None,
                         help="training rows of the zoo's timings (default 5 x --train; 0: skip the zoo)")
     args = parser.parse_args(argv)
@@ -190,6 +235,11 @@ def main(argv=None):
         print(f"{'scorer':12}{'fit s':>9}{'score s':>9}  note")
         for name, fit_s, score_s, note in zoo_times(*problem):
             print(f"{name:12}{fit_s:9.2f}{score_s:9.2f}  {note}".rstrip())
+    if args.search_per_class > 0:
+        extraction, search, candidates = search_vs_extraction(args.search_per_class)
+        print(f"parameter search (eval_ood.py --search, all {len(SCORERS)} scorers, {candidates} candidates per "
+              f"model and layer) from the cache: {search:.1f} s; one extraction of the same images: "
+              f"{extraction:.1f} s; ratio search/extraction = {search / extraction:.2f}")
     speedup = ref_total / ours_total
     print(f"load average after {load()}")
     print(f"speed-up (fit + score): {speedup:.2f}x against the torch.distributions reference (fit "

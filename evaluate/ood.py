@@ -280,16 +280,23 @@ def score_run(cfg: Namespace, plan: OODPlan, run: Run, result: OODResult) -> Non
     for layer in progress(layers, desc=f"{run.name}: OOD", leave=False):
         fit, orthogonality = fits[layer], layer_nc5(train, layer, oods)
         id_acc = head_accuracy(test, layer, fit.weight, fit.bias) if fit.weight is not None else None
+        done: dict[str, tuple] = {}  # a search's chosen options may be the defaults: scored once
         for scorer, search in chosen[layer]:
             label = scorer.name if search else scorer.label
             base = {"model": run.name, "layer": layer, "scorer": label, **({"search": search} if search else {}),
                     "options": scorer.options_text, "id_acc": id_acc,
                     "classifier": fit.classifier if scorer.uses_classifier else "none"}
-            try:
-                scores = fit_and_score(scorer, fit, {"id": test[layer], **{k: fs[layer] for k, fs in oods.items()}})
-            except ValueError as exc:
-                result.rows += failed_rows(base, list(oods), str(exc))
+            if scorer.label not in done:
+                try:
+                    done[scorer.label] = (fit_and_score(scorer, fit, {"id": test[layer],
+                                                                      **{k: fs[layer] for k, fs in oods.items()}}), "")
+                except ValueError as exc:
+                    done[scorer.label] = (None, str(exc))
+            scores, failure = done[scorer.label]
+            if scores is None:
+                result.rows += failed_rows(base, list(oods), failure)
                 continue
+            scores = dict(scores)
             id_scores = scores.pop("id")
             result.rows += detection_rows(base, id_scores, scores, plan.groups, orthogonality)
             result.scores[(run.name, layer, label, search, scorer.options_text)] = (id_scores, scores)

@@ -72,8 +72,10 @@ def test_bench_train_runs_the_demo_settings():
 
 def test_bench_ood_small_run_checks_scores_and_prints_both_speed_ups():
     lines = run_bench("bench_ood.py", "--train", "600", "--test", "300", "--dim", "16", "--classes", "6",
-                      "--ddu-dims", "8", "16", "--ddu-per-class", "100", "--repeats", "1")
+                      "--ddu-dims", "8", "16", "--ddu-per-class", "100", "--repeats", "1", "--search-per-class", "4")
     assert any("max relative difference" in line and "PASS" in line for line in lines)
+    search = next(line for line in lines if line.startswith("parameter search"))
+    assert re.search(r"all 22 scorers, \d+ candidates .* ratio search/extraction = \d+\.\d\d$", search)
     ddu = [line for line in lines if line.startswith("DDU algorithm")]
     assert len(ddu) == 2 and all("scores" in line and "PASS" in line for line in ddu)
     assert re.match(r"speed-up \(fit \+ score\): \d+\.\d\dx", lines[-1])
