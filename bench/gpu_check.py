@@ -1,18 +1,19 @@
 """A CUDA machine's check, in one command (``bash scripts/gpu_check.sh``, under 8 minutes).
 
-Each part runs as its own process with a time limit, so a part that fails, hangs or is missing is a
-FAIL line in the report, never the end of the check:
+Each part runs as its own process with a time limit (its own, or what is left of the whole check's
+budget of 460 s: the smoke chain runs last and gets the time the others leave), so a part that fails,
+hangs or is missing is a FAIL line in the report, never the end of the check. In this order:
 
 - ``bench``: ``bench/bench_gpu.py --json``: our bf16 training step against a bare one for ResNet-18 and
   ViT-T at 224 px (PASS at >= 0.9 of bare), the ImageFolder loader's img/s at 1, 2, 4, ... workers, and
   NVIDIA DALI's GPU JPEG decode when ``nvidia.dali`` is importable (SKIP otherwise: DALI is optional);
-- ``smoke``: the paper's smoke chain on the device, ``DEVICE=cuda bash scripts/reproduce_paper.sh --smoke``
-  (PASS when it exits 0);
 - ``agreement``: ``bench/device_agreement.py``: one checkpoint's features and NC metrics on the CPU and on
   CUDA in float32 with TF32 off, within the tolerances that module states and justifies;
 - ``ddp``: with 2 or more GPUs, a short ``pretrain.py`` under ``torchrun --nproc_per_node=2`` (NCCL) on the
   embedded digits (PASS when it exits 0 with a finite loss logged for each epoch and, with TensorBoard
-  installed, one writer of event files: rank 0); SKIP with fewer.
+  installed, one writer of event files: rank 0); SKIP with fewer;
+- ``smoke``: the paper's smoke chain on the device, ``DEVICE=cuda bash scripts/reproduce_paper.sh --smoke``
+  (PASS when it exits 0).
 
 It writes one report, ``<out>/report.json`` and ``<out>/report.md`` (default ``results/gpu_check``):
 the device, the versions (torch, CUDA, cuDNN, driver, timm, torchvision), every figure and PASS / FAIL /
@@ -47,14 +48,23 @@ from core.io import atomic_write_text  # noqa: E402
 from core.tracking import event_files, module_available  # noqa: E402
 from gpu_report import write_report  # noqa: E402
 
-# seconds each part may take on a CUDA machine (together under 8 minutes); --limit PART=SECONDS changes one
-LIMITS = {"bench": 160, "smoke": 150, "agreement": 90, "ddp": 60}
+# seconds each part may take at most (--limit PART=SECONDS), and all of them together (--budget): each part gets
+# the smaller of its own limit and what the budget has left, so the smoke chain, last, gets the time the others
+# left, and the whole check ends within 8 minutes
+LIMITS = {"bench": 160, "agreement": 90, "ddp": 60, "smoke": 400}
+BUDGET = 460
+MIN_LIMIT = 10
 SMOKE_COMMAND = "DEVICE={device} bash scripts/reproduce_paper.sh --smoke"
 DDP_FLAGS = ["--dataset", "digits", "--num_classes", "10", "--arch", "resnet18", "--stem", "cifar", "--image_size", "32",
              "--norm", "gn_ws", "--alpha", "0.05", "--output_dim", "512", "--hidden_mlp", "2048", "--epochs", "2",
              "--warmup_epochs", "1", "-b", "128", "--lr", "2e-3", "--workers", "2", "--overwrite"]
 TINY_DDP_FLAGS = ["--width", "0.125", "--output_dim", "64", "--hidden_mlp", "256", "--image_size", "16",
                   "--max_per_class", "16", "-b", "32", "--workers", "0"]
+
+
+def part_limit(part: str, elapsed: float, limits: dict, budget: float) -> float:
+    """Seconds ``part`` may run after ``elapsed`` seconds of the check: its own limit, or the budget's rest."""
+    return min(limits[part], max(MIN_LIMIT, budget - elapsed))
 
 
 def check(name: str, status: str, figures: dict | None = None, detail: str = "") -> dict:
@@ -94,7 +104,7 @@ def bench_part(args, out: Path) -> tuple[list[dict], dict | None]:
     """bench_gpu.py: one check per architecture's step ratio, the loader, DALI."""
     path = out / "bench.json"
     flags = ["--device", args.device, "--json", str(path)] + (["--tiny"] if args.tiny else [])
-    run = run_part("bench", [sys.executable, str(ROOT / "bench" / "bench_gpu.py"), *flags], out, args.limits["bench"])
+    run = run_part("bench", [sys.executable, str(ROOT / "bench" / "bench_gpu.py"), *flags], out, args.part_limit)
     if run["code"] != 0 or not path.is_file():
         return [failed("bench_gpu", run)], None
     bench = json.loads(path.read_text())
@@ -123,7 +133,7 @@ def bench_part(args, out: Path) -> tuple[list[dict], dict | None]:
 
 def smoke_part(args, out: Path) -> tuple[list[dict], dict]:
     command = args.smoke_command.format(device=args.device)
-    run = run_part("smoke", ["bash", "-c", command], out, args.limits["smoke"])
+    run = run_part("smoke", ["bash", "-c", command], out, args.part_limit)
     if run["code"] != 0:
         result = failed("smoke chain", run)
         result["detail"] = f"{command}: {result['detail']}"
@@ -136,7 +146,7 @@ def agreement_part(args, out: Path) -> tuple[list[dict], dict | None]:
     devices = ["cpu", args.device]
     flags = ["--devices", *devices, "--json", str(path)] + (["--tiny", "--archs", "resnet18"] if args.tiny else [])
     run = run_part("agreement", [sys.executable, str(ROOT / "bench" / "device_agreement.py"), *flags], out,
-                   args.limits["agreement"])
+                   args.part_limit)
     if run["code"] not in (0, 1) or not path.is_file():
         return [failed("agreement", run)], None
     result = json.loads(path.read_text())
@@ -163,7 +173,7 @@ def ddp_part(args, out: Path) -> tuple[list[dict], dict | None]:
     flags += ["--logger", "tensorboard"] if logged else []
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "pretrain.py"), *flags]
-    run = run_part("ddp", command, out, args.limits["ddp"], env={"OMP_NUM_THREADS": "1"})
+    run = run_part("ddp", command, out, args.part_limit, env={"OMP_NUM_THREADS": "1"})
     log = save_dir / "model.log.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     if run["code"] != 0:
@@ -178,7 +188,7 @@ def ddp_part(args, out: Path) -> tuple[list[dict], dict | None]:
                   + ("; TensorBoard written by rank 0 alone" if logged else ""))], run
 
 
-PARTS = {"bench": bench_part, "smoke": smoke_part, "agreement": agreement_part, "ddp": ddp_part}
+PARTS = {"bench": bench_part, "agreement": agreement_part, "ddp": ddp_part, "smoke": smoke_part}  # in this order
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -191,6 +201,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ddp", choices=("auto", "always"), default="auto",
                    help="auto: with 2 or more GPUs; always: also on fewer (on the CPU with gloo)")
     p.add_argument("--limit", nargs="*", default=[], metavar="PART=SECONDS", help="another time limit for a part")
+    p.add_argument("--budget", type=float, default=BUDGET, help="seconds for all parts together")
     args = p.parse_args(argv)
     args.limits = dict(LIMITS)
     for item in args.limit:
@@ -208,10 +219,11 @@ def main(argv=None) -> int:
     device = torch.device(args.device if ":" in args.device or args.device == "cpu" else f"{args.device}:0")
     report = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": describe_device(device),
               "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0, "versions": versions(),
-              "tiny": args.tiny, "limits": args.limits, "checks": [], "parts": {}}
+              "tiny": args.tiny, "limits": args.limits, "budget": args.budget, "checks": [], "parts": {}}
     start = time.perf_counter()
-    for part in args.parts:
-        print(f"gpu_check: {part} (at most {args.limits[part]:.0f} s) ...", flush=True)
+    for part in [p for p in PARTS if p in args.parts]:
+        args.part_limit = part_limit(part, time.perf_counter() - start, args.limits, args.budget)
+        print(f"gpu_check: {part} (at most {args.part_limit:.0f} s) ...", flush=True)
         try:
             checks, raw = PARTS[part](args, out)
         except Exception as exc:  # noqa: BLE001 - reading a part's output failed: a FAIL line, the report still written
