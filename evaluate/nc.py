@@ -16,6 +16,7 @@ from argparse import Namespace
 from core.errors import UserError
 from core.plots import metrics_vs_depth
 from core.progress import progress
+from evaluate.bootstrap import class_resamples
 from evaluate.runs import (
     EVAL_DEFAULTS,
     EVAL_HELP,
@@ -30,7 +31,7 @@ from evaluate.runs import (
     write_tables,
 )
 from features.extract import resolve_layers as resolve_module_layers
-from metrics.nc import class_means, metric_keys
+from metrics.nc import class_means, metric_keys, nc1_replicates
 
 NC_DEFAULTS = {**EVAL_DEFAULTS, "splits": ["train"], "probe": False, "probe_features": [], "out_name": "nc"}
 NC_TYPES = {**EVAL_TYPES, "splits": list[str], "probe_features": list[str]}
@@ -97,9 +98,12 @@ def evaluate_nc(cfg: Namespace) -> list[dict]:
                     (weight, bias), source = run.head(), "model"
                 else:
                     weight = bias = source = None
-                rows.append({"model": run.name, "split": split, "layer": layer, "depth": depth,
-                             "dim": fs.dim(layer), "classifier": source,
-                             **layer_nc_metrics(fs, layer, weight, bias, centres=centres.get(layer))})
+                row = {"model": run.name, "split": split, "layer": layer, "depth": depth, "dim": fs.dim(layer),
+                       "classifier": source, **layer_nc_metrics(fs, layer, weight, bias, centres=centres.get(layer))}
+                if cfg.bootstrap:
+                    idx = class_resamples(fs.labels.numpy(), cfg.bootstrap, cfg.seed, f"{spec.label}/{split}")
+                    row["nc1_boot"] = nc1_replicates(fs[layer], fs.labels, fs.num_classes, idx).tolist()
+                rows.append(row)
     return rows
 
 
@@ -113,7 +117,8 @@ def training_means(cfg: Namespace, run, spec, layers: list[str]) -> dict:
 
 
 def report_nc(cfg: Namespace, rows: list[dict]) -> dict:
-    paths = write_tables(cfg, rows, shown=TABLE_COLUMNS)
+    columns = [k for k in dict.fromkeys(k for r in rows for k in r) if not k.endswith("_boot")]
+    paths = write_tables(cfg, rows, columns, shown=TABLE_COLUMNS)
     for split in cfg.splits:
         series = {}
         for row in rows:

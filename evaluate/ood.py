@@ -31,6 +31,7 @@ from core.errors import UserError
 from core.plots import score_histograms
 from core.progress import progress
 from data import DATASETS, DatasetSpec, parse_spec
+from evaluate.bootstrap import resamples
 from evaluate.runs import (
     EVAL_DEFAULTS,
     EVAL_HELP,
@@ -46,9 +47,15 @@ from evaluate.runs import (
     write_tables,
 )
 from evaluate.scores import write_scores
-from evaluate.search import ScorerSpec, search_layer, search_rows_columns, split_for_search
+from evaluate.search import (
+    ScorerSpec,
+    search_layer,
+    search_rows_columns,
+    split_for_search,
+)
 from metrics.nc import class_means, nc5
 from ood import SCORERS, detection_metrics, fpr95_strict
+from ood.metrics import fpr95_replicates
 
 EMBEDDED_OOD = ["near=fashion_mnist:classes=6-9", "animal_mnist", "digits", "textures"]
 OOD_DEFAULTS = {**EVAL_DEFAULTS, "ood": EMBEDDED_OOD, "ood_splits": [], "scorers": ["energy"], "logits": "probe",
@@ -227,17 +234,36 @@ def fit_and_score(scorer: ScorerSpec, fit: LayerFit, sets: dict[str, torch.Tenso
 
 
 def detection_rows(base: dict, id_scores: np.ndarray, ood: dict[str, np.ndarray], groups: dict[str, str],
-                   orthogonality: dict[str, float | None]) -> list[dict]:
-    """One row per OOD set (with the layer's NC5 against it), then the near/far averages of a
-    benchmark, then the average of all sets."""
-    rows = [{**base, "ood": label, **detection_metrics(id_scores, scores),
-             "fpr95_strict": fpr95_strict(id_scores, scores), "nc5": orthogonality[label]}
-            for label, scores in ood.items()]
+                   orthogonality: dict[str, float | None], replicates: dict | None = None) -> list[dict]:
+    """One row per OOD set (with the layer's NC5 against it and, with ``replicates`` (resample indices
+    per set, ``id`` for the ID test set), its FPR95's bootstrap replicates), then the near/far
+    averages of a benchmark, then the average of all sets."""
+    rows = []
+    for label, scores in ood.items():
+        row = {**base, "ood": label, **detection_metrics(id_scores, scores),
+               "fpr95_strict": fpr95_strict(id_scores, scores), "nc5": orthogonality[label]}
+        if replicates:
+            row["fpr95_boot"] = fpr95_replicates(id_scores, scores, replicates["id"], replicates[label]).tolist()
+        rows.append(row)
     averages = [(GROUP_AVERAGES[g], [r for r in rows if groups.get(r["ood"]) == g]) for g in GROUP_AVERAGES]
     for label, group in [*averages, ("average", list(rows))]:
         if group:
-            rows.append({**base, "ood": label, **{k: _mean([r[k] for r in group]) for k in AVERAGED}})
+            row = {**base, "ood": label, **{k: _mean([r[k] for r in group]) for k in AVERAGED}}
+            if replicates:
+                row["fpr95_boot"] = np.mean([r["fpr95_boot"] for r in group], axis=0).tolist()
+            rows.append(row)
     return rows
+
+
+def replicate_indices(cfg: Namespace, plan: OODPlan, test, oods: dict) -> dict | None:
+    """The bootstrap resamples (``--bootstrap``) of the ID test set and of each OOD set: the same at
+    every layer and for every checkpoint (:mod:`evaluate.bootstrap`)."""
+    if not cfg.bootstrap:
+        return None
+    out = {"id": resamples(len(test), cfg.bootstrap, cfg.seed, f"{plan.id.label}/test")}
+    for label, fs in oods.items():
+        out[label] = resamples(len(fs), cfg.bootstrap, cfg.seed, f"{label}/{plan.tests[label][1]}")
+    return out
 
 
 def _mean(values: list) -> float | None:
@@ -277,6 +303,7 @@ def score_run(cfg: Namespace, plan: OODPlan, run: Run, result: OODResult) -> Non
             result.search_rows += rows
     test = features(cfg, run, plan.id, "test", layers)
     oods = {label: features(cfg, run, s, split, layers) for label, (s, split) in plan.tests.items()}
+    replicates = replicate_indices(cfg, plan, test, oods)
     for layer in progress(layers, desc=f"{run.name}: OOD", leave=False):
         fit, orthogonality = fits[layer], layer_nc5(train, layer, oods)
         id_acc = head_accuracy(test, layer, fit.weight, fit.bias) if fit.weight is not None else None
@@ -298,7 +325,7 @@ def score_run(cfg: Namespace, plan: OODPlan, run: Run, result: OODResult) -> Non
                 continue
             scores = dict(scores)
             id_scores = scores.pop("id")
-            result.rows += detection_rows(base, id_scores, scores, plan.groups, orthogonality)
+            result.rows += detection_rows(base, id_scores, scores, plan.groups, orthogonality, replicates)
             result.scores[(run.name, layer, label, search, scorer.options_text)] = (id_scores, scores)
 
 

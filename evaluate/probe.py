@@ -44,7 +44,6 @@ import torch
 import torch.nn.functional as F
 
 from core.progress import progress
-from metrics.accuracy import topk_correct
 
 L2_GRID = tuple(float(v) for v in np.logspace(-6, 1, 15))
 SOLVERS = ("adamw", "lbfgs")
@@ -85,6 +84,7 @@ class ProbeResult:
     history: list[dict] = field(default_factory=list)
     solver: str = "adamw"
     l2: float | None = None
+    best_correct: np.ndarray | None = None  # per test sample, right at the epoch of best_acc (its first)
 
 
 def probe_logits(result: ProbeResult, x: torch.Tensor) -> torch.Tensor:
@@ -110,11 +110,15 @@ def _checked(x: torch.Tensor, y: torch.Tensor, num_classes: int, what: str, devi
     return x, y.to(device=device, dtype=torch.long)
 
 
-def _accuracy(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
+def _correct(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per sample, whether the top logit is its label (ties broken by ``torch.topk``, as topk_correct)."""
     with torch.no_grad():
-        hits = sum(topk_correct(F.linear(x[s:s + _EVAL_CHUNK], weight, bias), y[s:s + _EVAL_CHUNK])[0]
-                   for s in range(0, len(y), _EVAL_CHUNK))
-    return hits / len(y)
+        return torch.cat([F.linear(x[s:s + _EVAL_CHUNK], weight, bias).topk(1, dim=1).indices[:, 0]
+                          == y[s:s + _EVAL_CHUNK] for s in range(0, len(y), _EVAL_CHUNK)])
+
+
+def _accuracy(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
+    return int(_correct(weight, bias, x, y).sum()) / len(y)
 
 
 def _init_probe(num_classes: int, dim: int, init: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +155,7 @@ def _train_adamw(x, y, num_classes, test, *, epochs, lr, weight_decay, batch_siz
     weight, bias = (t.to(x.device).requires_grad_() for t in _init_probe(num_classes, x.shape[1], init, gen))
     optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
     history: list[dict] = []
+    best_correct = None
     orders = _epoch_orders(len(y), repeats, gen, order)
     for epoch in progress(range(epochs), show=show_progress, desc="probe", unit="epoch", leave=False):
         order_idx = next(orders).to(x.device)
@@ -168,11 +173,14 @@ def _train_adamw(x, y, num_classes, test, *, epochs, lr, weight_decay, batch_siz
         record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / len(order_idx),
                   "train_acc": int(correct) / len(order_idx)}
         if test is not None:
-            record["test_acc"] = _accuracy(weight.detach(), bias.detach(), *test)
+            hits = _correct(weight.detach(), bias.detach(), *test)
+            record["test_acc"] = int(hits.sum()) / len(hits)
+            if best_correct is None or record["test_acc"] > max(r["test_acc"] for r in history):
+                best_correct = hits.cpu().numpy()
         history.append(record)
     accs = [r["test_acc"] for r in history if "test_acc" in r]
     return ProbeResult(weight.detach().cpu(), bias.detach().cpu(), accs[-1] if accs else None,
-                       max(accs) if accs else None, history, "adamw")
+                       max(accs) if accs else None, history, "adamw", best_correct=best_correct)
 
 
 def _fit_lbfgs(x, y, l2: float, weight: torch.Tensor, bias: torch.Tensor, max_iter: int, tol: float):
@@ -220,8 +228,10 @@ def _train_lbfgs(x, y, num_classes, test, *, l2_grid, val_fraction, seed, max_it
             best = (record, weight, bias)
     chosen, weight, bias = best
     weight, bias, _ = _fit_lbfgs(x, y, chosen["l2"], weight, bias, max_iter, tol)
-    acc = _accuracy(weight, bias, *test) if test is not None else None
-    return ProbeResult(weight.cpu(), bias.cpu(), acc, acc, history, "lbfgs", l2=chosen["l2"])
+    hits = _correct(weight, bias, *test) if test is not None else None
+    acc = int(hits.sum()) / len(hits) if hits is not None else None
+    return ProbeResult(weight.cpu(), bias.cpu(), acc, acc, history, "lbfgs", l2=chosen["l2"],
+                       best_correct=None if hits is None else hits.cpu().numpy())
 
 
 def train_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, *,

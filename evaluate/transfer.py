@@ -38,11 +38,14 @@ from argparse import Namespace
 from pathlib import Path
 from statistics import fmean
 
+import numpy as np
+
 from core.errors import UserError
 from core.plots import metrics_vs_depth
 from core.progress import progress
 from core.tables import AVERAGE
 from data import DatasetSpec, build_dataset, parse_spec
+from evaluate.bootstrap import resamples
 from evaluate.runs import (
     EVAL_DEFAULTS,
     EVAL_HELP,
@@ -193,12 +196,15 @@ def probe_dataset(cfg: Namespace, run: Run, spec: DatasetSpec, layers: list[str]
     train = features(cfg, run, spec, "train", layers)
     test = features(cfg, run, spec, test_split, layers)
     depth = run.layer_depths(layers)
+    idx = resamples(len(test), cfg.bootstrap, cfg.seed, f"{spec.label}/{test_split}") if cfg.bootstrap else None
     rows = []
     for layer in layers:
         result = probe(cfg, train, layer, test)
         rows.append({"model": run.name, "dataset": spec.label, "layer": layer, "depth": depth[layer],
                      "dim": train.dim(layer), "best_acc": result.best_acc, "final_acc": result.final_acc,
                      "n_train": len(train), "n_test": len(test), **id_columns(result.best_acc, id_acc)})
+        if idx is not None and result.best_correct is not None:  # the best epoch's hits on resampled test sets
+            rows[-1]["best_acc_boot"] = result.best_correct[idx].mean(axis=1).tolist()
         if bar is not None:
             bar.update()
     return rows
@@ -229,6 +235,8 @@ def average_rows(rows: list[dict], collapse: dict[tuple[str, str], dict[str, flo
                          "id_acc": group[0].get("id_acc"), "id_acc_from": group[0].get("id_acc_from"),
                          "log_odds_gain": None if None in gains else fmean(gains),
                          **(collapse or {}).get((model, layer), dict.fromkeys(COLLAPSE_KEYS))})
+        if all("best_acc_boot" in r for r in group):
+            averages[-1]["best_acc_boot"] = np.mean([r["best_acc_boot"] for r in group], axis=0).tolist()
     return averages
 
 

@@ -73,6 +73,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from metrics.class_stats import (
@@ -301,3 +302,36 @@ def nc_metrics(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
         for start in range(0, features.shape[0], _CHUNK_ROWS):
             yield features[start:start + _CHUNK_ROWS], labels[start:start + _CHUNK_ROWS]
     return stream_nc_metrics(chunks, num_classes, features.shape[1], weight, bias)
+
+
+def nc1_replicates(features: torch.Tensor, labels: torch.Tensor, num_classes: int, resamples) -> np.ndarray:
+    """NC1 of each bootstrap resample of the samples: ``resamples`` is B x N indices (drawn with
+    replacement), the result the B values of ``nc1`` on ``features[idx], labels[idx]``.
+
+    The same formula as :data:`NC_METRICS`' nc1, Tr(Sigma_W Sigma_B^+) / C, computed in the span of
+    the centred class means: with Mc = U S V^T (thin SVD), Sigma_B^+ = V diag(C / s_k^2) V^T on the
+    r = min(D, C - 1) largest singular values (those below sqrt(PINV_RTOL) s_max dropped, as the
+    eigenvalue rule drops them), so NC1 = (1/C) sum_k (C / s_k^2) (1/N) sum_i ((h_i - mu_{y_i}) . v_k)^2:
+    one N x D x r product per resample instead of a D x D eigendecomposition. Float64; every class
+    needs a sample in every resample."""
+    x = features.detach().to(torch.float64)
+    y = labels.detach().to(torch.long)
+    c, d = int(num_classes), x.shape[1]
+    rank = min(d, c - 1)
+    out = np.empty(len(resamples))
+    for b, idx in enumerate(resamples):
+        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        xb, yb = x[idx], y[idx]
+        counts = torch.bincount(yb, minlength=c).to(torch.float64)
+        if bool((counts == 0).any()):
+            raise ValueError("a bootstrap resample left a class without samples; use more samples per class")
+        means = torch.zeros(c, d, dtype=torch.float64).index_add_(0, yb, xb) / counts[:, None]
+        centred = means - means.mean(dim=0)
+        _, sv, vh = torch.linalg.svd(centred, full_matrices=False)
+        sv, vh = sv[:rank], vh[:rank]
+        keep = sv.square() > PINV_RTOL * sv[0].square()
+        projected = (xb - means[yb]) @ vh[keep].T
+        within = projected.square().mean(dim=0)          # v_k^T Sigma_W v_k
+        out[b] = float((within * c / sv[keep].square()).sum()) / c
+    return out
+

@@ -84,3 +84,19 @@ def fpr95_strict(id_scores, ood_scores) -> float:
     ood_scores = _as_float64_array(ood_scores, "ood_scores")
     threshold = id_scores[round(0.05 * id_scores.size)]
     return float(np.mean(ood_scores > threshold))
+
+
+def fpr95_replicates(id_scores, ood_scores, id_resamples, ood_resamples) -> np.ndarray:
+    """``fpr95`` of :func:`detection_metrics` on each bootstrap resample: ``id_resamples`` (B x n)
+    and ``ood_resamples`` (B x m) index the two score arrays; vectorized over the B resamples.
+    The threshold is the k-th largest resampled ID score, k the smallest count with k / n >= 0.95
+    (the first ROC point reaching TPR >= 0.95), and the value the fraction of resampled OOD scores
+    at or above it."""
+    id_scores = _as_float64_array(id_scores, "id_scores")
+    ood_scores = _as_float64_array(ood_scores, "ood_scores")
+    ids = -np.sort(-id_scores[np.asarray(id_resamples)], axis=1)   # B x n, descending
+    n = ids.shape[1]
+    k = int(np.argmax(np.arange(1, n + 1) / n >= RECALL_LEVEL))  # index of the k-th largest
+    threshold = ids[:, k]
+    return (ood_scores[np.asarray(ood_resamples)] >= threshold[:, None]).mean(axis=1)
+
