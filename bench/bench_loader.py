@@ -25,8 +25,17 @@ process (``time.process_time``) after a warm-up; rounds run the measurements in 
 the figures are medians over rounds. The last line is ``ratio fast/official = X``, the median of
 the per-round ratios (target >= 2).
 
+``--accuracy`` checks instead that the fast decode does not move a trained model's accuracy beyond
+seed noise: a JPEG class-folder dataset of patches cut from 17 real photographs (scikit-image's and
+scikit-learn's; one class per photograph, training patches from its left two thirds, test patches
+from the rest, 96-300 px, quality 75-95), on which ``pretrain.py`` trains a small ResNet-18 at 32 px,
+so that most training crops decode at 1/2, 1/4 or 1/8 scale, once per seed with each decoder (the
+same seed draws the same crops with both). It prints each run's final test top-1, the mean and
+standard deviation over seeds per decoder, and the mean paired difference fast - PIL.
+
     .venv/bin/python bench/bench_loader.py             # 5 rounds of 400 images per measurement, 2-4 minutes
     .venv/bin/python bench/bench_loader.py --tiny      # the same code on a few images, in this process, in seconds
+    .venv/bin/python bench/bench_loader.py --accuracy  # 3 seeds x 2 decoders, a few minutes
 """
 from __future__ import annotations
 
@@ -165,15 +174,84 @@ def run_measurement(name: str, folder: Path, images: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def reduced_share(paths: list[Path], draws: int = 2000) -> float:
+def reduced_share(paths: list[Path], size: int = 224, draws: int = 2000) -> float:
     """Share of training crops (keyed draws over the files' sizes) that decode at a reduced DCT scale."""
     from data.decode import dct_scale, jpeg_size
     from data.transforms import RandomResizedCropFlip
 
-    crop = RandomResizedCropFlip(224)
+    crop = RandomResizedCropFlip(size)
     sizes = [jpeg_size(path.read_bytes()) for path in paths]
     boxes = [crop.draw(*sizes[k % len(sizes)], [k]) for k in range(draws)]
     return sum(dct_scale(b.height, b.width, crop.size) > 1 for b in boxes) / draws
+
+
+# --------------------------------------------------------------------------- the accuracy check
+
+ACCURACY_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+                   "camera", "moon", "brick", "grass", "gravel", "cell", "clock", "coins", "china.jpg", "flower.jpg")
+ACCURACY_FLAGS = ["--dataset", "imagefolder", "--transform", "imagenet", "--image_size", "32", "--arch", "resnet18",
+                  "--stem", "cifar", "--width", "0.25", "--norm", "bn", "-b", "64", "--lr", "0.002",
+                  "--warmup_epochs", "1", "--workers", "0", "--device", "cpu"]
+
+
+def photograph(name: str) -> np.ndarray:
+    """A bundled photograph as uint8 H x W x 3 (scikit-learn's sample images end in .jpg)."""
+    if name.endswith(".jpg"):
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(name)
+    import skimage.data
+
+    image = getattr(skimage.data, name)()
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def write_patches(folder: Path, train: int, test: int, seed: int = 0) -> None:
+    """``folder/{train,test}/<photograph>/`` JPEG patches (see the module doc)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in ACCURACY_PHOTOS:
+        image = photograph(name)
+        height, width = image.shape[:2]
+        cut = 2 * width // 3
+        for split, count, (left, right) in (("train", train, (0, cut)), ("test", test, (cut, width))):
+            classdir = folder / split / name.removesuffix(".jpg")
+            classdir.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                h, w = (int(rng.integers(96, min(300, side) + 1)) for side in (height, right - left))
+                top, x = int(rng.integers(0, height - h + 1)), int(rng.integers(left, right - w + 1))
+                Image.fromarray(image[top:top + h, x:x + w]).save(classdir / f"{i}.jpg",
+                                                                  quality=int(rng.integers(75, 96)), subsampling=2)
+
+
+def accuracy_check(seeds: int, epochs: int, per_class: int) -> None:
+    """Train with each decoder for each seed; print the final test top-1s and their comparison."""
+    print(f"cpu {cpu_model()}; load average {load_average()}; {len(ACCURACY_PHOTOS)} classes, {per_class} training "
+          f"and {per_class // 3} test patches each; {epochs} epochs; flags: {' '.join(ACCURACY_FLAGS)}")
+    top1 = {"fast": [], "pil": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_patches(Path(tmp) / "data", per_class, per_class // 3)
+        share = reduced_share(sorted((Path(tmp) / "data" / "train").rglob("*.jpg")), size=32)
+        print(f"training crops decoded at a reduced scale by the fast decode: {share:.1%}")
+        for seed in range(seeds):
+            for decode in ("fast", "pil") if seed % 2 == 0 else ("pil", "fast"):
+                run = Path(tmp) / f"{decode}{seed}"
+                flags = [*ACCURACY_FLAGS, "--data", str(Path(tmp) / "data"), "--num_classes", str(len(ACCURACY_PHOTOS)),
+                         "--epochs", str(epochs), "--seed", str(seed), "--save_dir", str(run)]
+                flags += [] if decode == "fast" else ["--no-fast_decode"]
+                env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1")
+                subprocess.run([sys.executable, str(ROOT / "pretrain.py"), *flags], check=True, env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL)
+                record = json.loads((run / "model.log.jsonl").read_text().splitlines()[-1])
+                top1[decode].append(record["val_acc1"])
+                print(f"seed {seed}  {decode:4}  test top-1 {record['val_acc1']:.4f}", flush=True)
+    fast, pil = np.array(top1["fast"]), np.array(top1["pil"])
+    spread = max(fast.std(ddof=1), pil.std(ddof=1)) if seeds > 1 else float("nan")
+    print(f"fast decode: mean {fast.mean():.4f} (sd over seeds {fast.std(ddof=1) if seeds > 1 else float('nan'):.4f}); "
+          f"PIL decode: mean {pil.mean():.4f} (sd {pil.std(ddof=1) if seeds > 1 else float('nan'):.4f})")
+    print(f"paired difference fast - PIL = {(fast - pil).mean():+.4f} (per seed {', '.join(f'{d:+.4f}' for d in fast - pil)}); "
+          f"seed spread (larger sd) = {spread:.4f}; load average after {load_average()}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -182,6 +260,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=400, help="images per measurement")
     p.add_argument("--tiny", action="store_true",
                    help="2 photographs, 1 round of a few images, in this process: checks the code runs")
+    p.add_argument("--accuracy", action="store_true", help="train with each decoder over seeds (module doc)")
+    p.add_argument("--seeds", type=int, default=3, help="--accuracy: seeds per decoder")
+    p.add_argument("--epochs", type=int, default=8, help="--accuracy: training epochs")
+    p.add_argument("--per_class", type=int, default=48, help="--accuracy: training patches per class")
     p.add_argument("--measure", help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -191,6 +273,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.measure:
         print(json.dumps(measure(args.measure, args.folder, args.images)))
+        return
+    if args.accuracy:
+        accuracy_check(args.seeds, args.epochs, args.per_class)
         return
     rounds, images = (1, 2 * BATCH) if args.tiny else (args.rounds, args.images)
     names = [*PIPELINES, *DECODERS]

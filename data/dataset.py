@@ -142,7 +142,8 @@ class FileImageDataset(ImageDataset):
     drawn from the JPEG header's size, the JPEG decoded by libjpeg-turbo (:mod:`data.decode`) at the
     smallest of 1, 1/2, 1/4, 1/8 scale at which the crop still covers the output size, and the crop
     taken from it. At full scale the pixels are PIL's; at a reduced scale the downscale by 2, 4 or 8
-    happens in the DCT domain instead of in the resize. Other files and other transforms are
+    happens in the DCT domain (the pixels of PIL's ``draft`` mode) instead of in the resize, and the
+    drawn box is cut at its fractional place. Other files and other transforms are
     decoded by PIL; ``fast_decode=False`` decodes every image with PIL (the official decode).
     """
 

@@ -10,7 +10,7 @@
 - :func:`decode_jpeg` decodes a JPEG with libjpeg-turbo through ``simplejpeg`` (the library PIL
   uses, with the same accurate integer IDCT and smooth chroma upsampling: at full scale its pixels
   equal PIL's), optionally at 1/2, 1/4 or 1/8 scale, which libjpeg-turbo computes in the DCT
-  domain for a fraction of the work. :func:`dct_scale` says which scale a training crop allows:
+  domain for a fraction of the work (the pixels PIL's ``draft`` mode gives). :func:`dct_scale` says which scale a training crop allows:
   the largest whose scaled crop still covers the output size, so the crop is still resized down.
   It returns None for anything it does not decode (not a JPEG, CMYK, a recoverable corruption),
   which the caller then reads with :func:`read_image`.
