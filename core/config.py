@@ -55,6 +55,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):  # the base class reports it
+                continue
             if key in seen:
                 raise ConfigError(f"sets '{key}' twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
                                   f"keep one")

@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import torch
 
+from core import distributed as D
 from core.checkpoint import name_tensors, nonfinite_tensors, unwrap
 from core.errors import UserError
 from core.io import watch_writes
@@ -145,16 +146,21 @@ def check_run_folder(cfg: Namespace, paths: dict[str, Path]) -> None:
                     f"{go_on}, or pass --overwrite to replace it")
 
 
-def hold_run_folder(cfg: Namespace, paths: dict[str, Path], is_main: bool) -> None:
+def hold_run_folder(cfg: Namespace, paths: dict[str, Path], info: D.DistInfo) -> None:
     """Hold the run's lock in ``--save_dir`` from its first moment until the command ends (rank 0
-    only; :func:`core.lock.hold`): a second run of the same ``--ckpt_file`` there is refused,
-    naming this one. A fresh run that then fails before any checkpoint exists removes the files it
-    wrote (its config and log), so a refused or failed start leaves nothing half-written."""
-    if not is_main:
-        return
-    folder = paths["last"].parent
-    lock = hold(folder, cfg.ckpt_file, what=f"pretraining run of {cfg.ckpt_file}", flag="--save_dir",
-                elsewhere="pass another --save_dir or --ckpt_file")
+    only, :func:`core.lock.hold`; every process stops when it cannot): a second run of the same
+    ``--ckpt_file`` there is refused, naming this one. A fresh run that then fails before any
+    checkpoint exists removes the files it wrote (its config and log), so a refused or failed start
+    leaves nothing half-written."""
+    folder, lock, refused = paths["last"].parent, None, None
+    if info.is_main:
+        try:
+            lock = hold(folder, cfg.ckpt_file, what=f"pretraining run of {cfg.ckpt_file}", flag="--save_dir",
+                        elsewhere="pass another --save_dir or --ckpt_file")
+        except UserError as exc:
+            refused = exc
+    if D.all_reduce_sum([float(refused is not None)], info)[0]:
+        raise refused or UserError(f"rank 0 could not hold --save_dir {folder} (its error says why)")
     if lock is None or cfg.resume:
         return
     written: list[Path] = []

@@ -112,8 +112,9 @@ def check_first_samples(train_set, val_set) -> None:
     state is restored: the run draws what it would have drawn without this check)."""
     state = rng_state()
     try:
-        train_set[0]
-        val_set[0]
+        for split in (train_set, val_set):
+            if len(split):
+                split[0]
     finally:
         set_rng_state(state)
 
@@ -265,7 +266,7 @@ def build_run(cfg: Namespace, info: D.DistInfo) -> PretrainRun:
     check_values(cfg, info.world_size)
     check_recipe(cfg)
     paths = run_paths(cfg)
-    hold_run_folder(cfg, paths, info.is_main)
+    hold_run_folder(cfg, paths, info)
     check_run_folder(cfg, paths)
     seed_everything(cfg.seed)
     train_set, val_set = build_pretrain_data(cfg)
