@@ -190,6 +190,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return _atomic(path, write)
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return _atomic(path, write)
+
+
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically. It writes through a Python file object, so a failed
     write (a full disk) is the ``OSError`` of the system call, not the zip writer's generic error."""

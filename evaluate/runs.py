@@ -37,7 +37,7 @@ EVAL_DEFAULTS: dict = dict(
     ckpt=[], names=[], dataset="fashion_mnist:classes=0-5", data=None, image_size=32, max_per_class=None,
     layers=[], cache_dir="cache/features", batch_size=256, workers=0, device="auto", out_dir="results/eval",
     seed=0, float16=False, precision="float32", probe_epochs=30, probe_lr=None, probe_batch_size=None,
-    probe_solver="adamw", probe_recipe="cnn", probe_wd=None, **FOREIGN_OPTIONS,
+    probe_solver="adamw", probe_recipe="cnn", probe_wd=None, bootstrap=200, **FOREIGN_OPTIONS,
 )
 EVAL_TYPES = {"ckpt": list[str], "names": list[str], "layers": list[str], "data": str, "max_per_class": int,
               "probe_lr": float, "probe_batch_size": int, "probe_wd": float, **FOREIGN_TYPES}
@@ -63,6 +63,9 @@ EVAL_HELP = {
     "probe_lr": "adamw probe learning rate (default: the recipe's)",
     "probe_batch_size": "adamw probe batch size (default: the recipe's)",
     "probe_wd": "adamw probe weight decay (default: the recipe's)",
+    "bootstrap": "bootstrap replicates written beside each row's figure (nc1_boot, fpr95_boot, best_acc_boot: the "
+                 "figure on resamples of the samples; the intervals of Figure 1's R); 0 = none "
+                 "(see evaluate/bootstrap.py)",
 }
 
 
@@ -258,10 +261,16 @@ def resolve_layers(cfg: Namespace, run: Run, default: list[str] | None = None) -
 def probe(cfg: Namespace, train: FeatureSet, layer: str, test: FeatureSet | None = None,
           num_classes: int | None = None) -> ProbeResult:
     """The official linear probe (``--probe_recipe``) on ``layer`` of ``train`` (tested on ``test`` when given)."""
-    return train_probe(train[layer], train.labels, num_classes or train.num_classes,
-                       test_x=None if test is None else test[layer], test_y=None if test is None else test.labels,
-                       solver=cfg.probe_solver, recipe=cfg.probe_recipe, epochs=cfg.probe_epochs, lr=cfg.probe_lr,
-                       weight_decay=cfg.probe_wd, batch_size=cfg.probe_batch_size, seed=cfg.seed)
+    return probe_on(cfg, train[layer], train.labels, num_classes or train.num_classes,
+                    test_x=None if test is None else test[layer], test_y=None if test is None else test.labels)
+
+
+def probe_on(cfg: Namespace, x: torch.Tensor, y: torch.Tensor, num_classes: int, test_x: torch.Tensor | None = None,
+             test_y: torch.Tensor | None = None) -> ProbeResult:
+    """The official linear probe (``--probe_recipe`` and the probe flags of ``cfg``) on features ``x``, labels ``y``."""
+    return train_probe(x, y, num_classes, test_x=test_x, test_y=test_y, solver=cfg.probe_solver,
+                       recipe=cfg.probe_recipe, epochs=cfg.probe_epochs, lr=cfg.probe_lr, weight_decay=cfg.probe_wd,
+                       batch_size=cfg.probe_batch_size, seed=cfg.seed)
 
 
 def head_accuracy(fs: FeatureSet, layer: str, weight: torch.Tensor, bias: torch.Tensor) -> float:
@@ -270,10 +279,13 @@ def head_accuracy(fs: FeatureSet, layer: str, weight: torch.Tensor, bias: torch.
     return topk_accuracy(logits, fs.labels)[0]
 
 
-def layer_nc_metrics(fs: FeatureSet, layer: str, weight=None, bias=None, batch_size: int = 8192) -> dict[str, float]:
+def layer_nc_metrics(fs: FeatureSet, layer: str, weight=None, bias=None, batch_size: int = 8192,
+                     centres: torch.Tensor | None = None) -> dict[str, float]:
     """The NC metrics (:data:`metrics.nc.NC_METRICS`) of one cached layer, streamed in batches:
-    the features never all sit in memory."""
-    return stream_nc_metrics(lambda: fs.iter_batches(layer, batch_size), fs.num_classes, fs.dim(layer), weight, bias)
+    the features never all sit in memory. ``centres``: the class means of the nearest-class-centre
+    accuracy (default: the layer's own)."""
+    return stream_nc_metrics(lambda: fs.iter_batches(layer, batch_size), fs.num_classes, fs.dim(layer), weight, bias,
+                             centres=centres)
 
 
 def write_tables(cfg: Namespace, rows: list[dict], columns: list[str] | None = None, shown: list[str] | None = None,

@@ -178,7 +178,7 @@ def _epochs(run: PretrainRun, info: D.DistInfo, tracker: Tracker | None) -> dict
         acc1 = evaluate(net, val_loader, info.device, info, run.channels_last, cfg.precision)
         is_best = acc1 > run.best_acc1
         run.best_acc1 = max(acc1, run.best_acc1)
-        check_finite(run.model, epoch + 1, run.paths)  # on every process, so all stop together
+        check_finite(run.model, epoch + 1, run.paths, cfg.resume)  # on every process, so all stop together
         if info.is_main:
             finish_epoch(run, epoch, lr, stats, acc1, is_best, info, tracker)
         D.barrier(info)
