@@ -25,7 +25,7 @@ from core.lock import hold
 from core.outputs import replace_outputs
 from core.tables import text_table, write_results
 from data import DatasetSpec, parse_spec
-from evaluate.probe import PROBE_RECIPES, ProbeResult, train_probe
+from evaluate.probe import ORDERS, PROBE_RECIPES, ProbeResult, train_probe
 from features import FeatureSet, get_features
 from features import resolve_layers as resolve_module_layers
 from metrics.accuracy import topk_accuracy
@@ -37,7 +37,7 @@ EVAL_DEFAULTS: dict = dict(
     ckpt=[], names=[], dataset="fashion_mnist:classes=0-5", data=None, image_size=32, max_per_class=None,
     layers=[], cache_dir="cache/features", batch_size=256, workers=0, device="auto", out_dir="results/eval",
     seed=0, float16=False, precision="float32", probe_epochs=30, probe_lr=None, probe_batch_size=None,
-    probe_solver="adamw", probe_recipe="cnn", probe_wd=None, bootstrap=200, **FOREIGN_OPTIONS,
+    probe_solver="adamw", probe_recipe="cnn", probe_wd=None, probe_order="shuffle", bootstrap=200, **FOREIGN_OPTIONS,
 )
 EVAL_TYPES = {"ckpt": list[str], "names": list[str], "layers": list[str], "data": str, "max_per_class": int,
               "probe_lr": float, "probe_batch_size": int, "probe_wd": float, **FOREIGN_TYPES}
@@ -63,6 +63,8 @@ EVAL_HELP = {
     "probe_lr": "adamw probe learning rate (default: the recipe's)",
     "probe_batch_size": "adamw probe batch size (default: the recipe's)",
     "probe_wd": "adamw probe weight decay (default: the recipe's)",
+    "probe_order": "adamw probe batch order: shuffle (drawn anew every epoch) or fixed (drawn once and repeated, as "
+                   "the official CNN probes read features extracted once in one random order)",
     "bootstrap": "bootstrap replicates written beside each row's figure (nc1_boot, fpr95_boot, best_acc_boot: the "
                  "figure on resamples of the samples; the intervals of Figure 1's R); 0 = none "
                  "(see evaluate/bootstrap.py)",
@@ -136,6 +138,8 @@ def open_runs(cfg: Namespace) -> list[Run]:
     recipe = getattr(cfg, "probe_recipe", None)  # checked before any extraction, for the evaluators that probe
     if recipe is not None and recipe not in PROBE_RECIPES:
         raise UserError(f"--probe_recipe must be one of {', '.join(PROBE_RECIPES)}, got {recipe!r}")
+    if getattr(cfg, "probe_order", "shuffle") not in ORDERS:
+        raise UserError(f"--probe_order must be one of {', '.join(ORDERS)}, got {cfg.probe_order!r}")
     if not cfg.ckpt:
         raise UserError("no checkpoint given; pass --ckpt PATH [PATH ...] (files written by pretrain.py)")
     if cfg.names and len(cfg.names) != len(cfg.ckpt):
@@ -270,7 +274,7 @@ def probe_on(cfg: Namespace, x: torch.Tensor, y: torch.Tensor, num_classes: int,
     """The official linear probe (``--probe_recipe`` and the probe flags of ``cfg``) on features ``x``, labels ``y``."""
     return train_probe(x, y, num_classes, test_x=test_x, test_y=test_y, solver=cfg.probe_solver,
                        recipe=cfg.probe_recipe, epochs=cfg.probe_epochs, lr=cfg.probe_lr, weight_decay=cfg.probe_wd,
-                       batch_size=cfg.probe_batch_size, seed=cfg.seed)
+                       batch_size=cfg.probe_batch_size, seed=cfg.seed, order=cfg.probe_order)
 
 
 def head_accuracy(fs: FeatureSet, layer: str, weight: torch.Tensor, bias: torch.Tensor) -> float:

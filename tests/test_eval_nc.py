@@ -114,3 +114,18 @@ def test_test_split_nc_and_its_ncc_accuracy_with_the_training_means(tmp_path, ti
         assert row["ncc_acc"] == pytest.approx(float((nearest == labels).double().mean()), abs=1e-12)
         assert row["nc1"] == pytest.approx(nc_metrics(fs["encoder"], labels, 6)["nc1"], rel=1e-9)
     assert rows[0]["ncc_acc"] != rows[1]["ncc_acc"] or rows[0]["nc1"] != rows[1]["nc1"]
+
+
+def test_probe_order_reaches_the_probe_and_a_bad_one_is_one_line(tmp_path, tiny_ckpts, monkeypatch, capsys):
+    import evaluate.runs
+
+    orders = []
+    real = evaluate.runs.train_probe
+    monkeypatch.setattr(evaluate.runs, "train_probe", lambda *a, **k: orders.append(k["order"]) or real(*a, **k))
+    args = ["--ckpt", str(tiny_ckpts["base"]), "--probe", "--layers", "encoder", "--bootstrap", "0",
+            "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path), *COMMON]
+    eval_nc.main([*args, "--probe_order", "fixed"])
+    assert orders == ["fixed"]
+    with pytest.raises(SystemExit):
+        eval_nc.main([*args, "--probe_order", "sorted"])
+    assert capsys.readouterr().err.strip() == "error: --probe_order must be one of shuffle, fixed, got 'sorted'"
