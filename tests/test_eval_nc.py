@@ -126,6 +126,7 @@ def test_probe_order_reaches_the_probe_and_a_bad_one_is_one_line(tmp_path, tiny_
             "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path), *COMMON]
     eval_nc.main([*args, "--probe_order", "fixed"])
     assert orders == ["fixed"]
+    capsys.readouterr()
     with pytest.raises(SystemExit):
         eval_nc.main([*args, "--probe_order", "sorted"])
     assert capsys.readouterr().err.strip() == "error: --probe_order must be one of shuffle, fixed, got 'sorted'"
