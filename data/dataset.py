@@ -19,10 +19,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, Subset
+from torchvision.transforms import v2
 
 from data.decode import DatasetError, check_size, dct_scale, decode_jpeg, jpeg_size, read_bytes, read_image
 from data.splits import select_indices
 from data.transforms import (
+    NormalizeRGB,
     RandomResizedCropFlip,
     apply_transform,
     batch_safe,
@@ -30,7 +32,7 @@ from data.transforms import (
     transform_steps,
 )
 
-__all__ = ["DatasetError", "EpochSamples", "FileImageDataset", "ImageDataset", "PositionSampler",
+__all__ = ["DatasetError", "DeviceBatches", "EpochSamples", "FileImageDataset", "ImageDataset", "PositionSampler",
            "TensorImageDataset", "use_fast_decode"]
 
 
@@ -221,13 +223,21 @@ class EpochSamples(Dataset):
     so its crop and flip are the same in any worker and for any number of workers. The position,
     not the image, carries the key: an image drawn twice in an epoch (repeated augmentation) gets
     two different augmentations. Batches stay batched (:meth:`ImageDataset.samples`).
+
+    ``uint8=True``: a transform ending in :class:`~data.transforms.NormalizeRGB` stops before it, the
+    items stay uint8 and ``normalize`` holds that step, for :class:`DeviceBatches` to apply to whole
+    batches on the device (``normalize`` is None otherwise).
     """
 
-    def __init__(self, dataset, epoch_key: int):
+    def __init__(self, dataset, epoch_key: int, uint8: bool = False):
         self.dataset, self.epoch_key = dataset, int(epoch_key)
         self.base, self.rows = unwrap(dataset)
         if not isinstance(self.base, ImageDataset):
             raise TypeError(f"EpochSamples reads an ImageDataset (or a Subset of one), got {type(self.base).__name__}")
+        steps, self.normalize = transform_steps(self.base.transform), None
+        if uint8 and steps and isinstance(steps[-1], NormalizeRGB):
+            self.base, self.normalize = copy.copy(self.base), steps[-1]
+            self.base.transform = v2.Compose(steps[:-1])
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -239,3 +249,20 @@ class EpochSamples(Dataset):
         positions = [int(p) for p, _ in items]
         indices = [int(i) if self.rows is None else self.rows[int(i)] for _, i in items]
         return self.base.samples(indices, sample_keys(self.epoch_key, positions))
+
+
+class DeviceBatches:
+    """The batches of ``loader`` (uint8 images, labels; from :class:`EpochSamples` with ``uint8=True``)
+    with the images moved to ``device`` and normalized there by ``normalize``: a quarter of the bytes
+    through the workers, shared memory and the host-to-device copy, and no normalization in the
+    workers. The values equal those of normalizing in the workers (the same float32 operations)."""
+
+    def __init__(self, loader, normalize, device: torch.device):
+        self.loader, self.normalize, self.device = loader, normalize, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, targets in self.loader:
+            yield self.normalize(images.to(self.device, non_blocking=True)), targets

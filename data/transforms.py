@@ -83,21 +83,30 @@ class NormalizeRGB:
     a batch B x C x H x W -> B x 3 x H x W.
 
     One fused step in place of ToDtype + RGB + Normalize, which matters for the 28-px data
-    where the per-call overhead dominates.
+    where the per-call overhead dominates. On a GPU batch (training normalizes there, see
+    :class:`data.dataset.DeviceBatches`) the statistics are copied to the device once.
     """
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
-        self._mean = torch.tensor(self.mean).view(3, 1, 1)
-        self._std = torch.tensor(self.std).view(3, 1, 1)
+        cpu = (torch.tensor(self.mean).view(3, 1, 1), torch.tensor(self.std).view(3, 1, 1))
+        self._stats = {torch.device("cpu"): cpu}
+
+    def __getstate__(self) -> dict:  # a copy for another process carries the CPU statistics only
+        return {"mean": self.mean, "std": self.std}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["mean"], state["std"])
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         if image.dtype != torch.uint8 or image.dim() not in (3, 4) or image.shape[-3] not in (1, 3):
             raise ValueError(f"NormalizeRGB expects a uint8 image (or batch) with 1 or 3 channels, "
                              f"got {image.dtype} {tuple(image.shape)}")
         scaled = image.contiguous().to(torch.float32).div_(255.0)
-        mean, std = self._mean.to(image.device), self._std.to(image.device)
+        if image.device not in self._stats:
+            self._stats[image.device] = tuple(t.to(image.device) for t in self._stats[torch.device("cpu")])
+        mean, std = self._stats[image.device]
         if image.shape[-3] == 3:  # in place: the same operations as below, without a new tensor
             return scaled.sub_(mean).div_(std)
         return (scaled.expand(*image.shape[:-3], 3, -1, -1) - mean).div_(std)

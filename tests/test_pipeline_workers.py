@@ -1,5 +1,6 @@
 """Training augmentation drawn from (seed, epoch, rank, position): the worker count cannot change the
-batches or the trained weights, in-memory batches stay batched, and repeated images get new draws."""
+batches or the trained weights, in-memory batches stay batched, repeated images get new draws, and
+uint8 batches normalized after the loader (as on a GPU) hold the same values."""
 import numpy as np
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torch.utils.data import DataLoader, Subset
 import data
 import pretrain
 from core.checkpoint import load_checkpoint
-from data.dataset import EpochSamples, PositionSampler
+from data.dataset import DeviceBatches, EpochSamples, PositionSampler
 from data.transforms import sample_keys
 
 TINY = ["--classes", "0", "1", "2", "--num_classes", "3", "--image_size", "16", "--arch", "resnet18",
@@ -87,3 +88,23 @@ def test_keyed_loader_batches_do_not_depend_on_workers_or_on_iterators_made_befo
 def test_epoch_samples_refuses_a_dataset_it_cannot_key():
     with pytest.raises(TypeError, match="ImageDataset"):
         EpochSamples(torch.utils.data.TensorDataset(torch.zeros(3, 1)), epoch_key=0)
+
+
+@pytest.mark.parametrize("source", ["in_memory", "jpeg_files"])
+def test_uint8_batches_normalized_after_the_loader_equal_batches_normalized_in_it(tmp_path, source):
+    if source == "in_memory":
+        dataset = data.build_dataset("fashion_mnist", "train", image_size=16, augment=True, max_per_class=8)
+    else:
+        jpeg_folder(tmp_path, per_class=6)
+        dataset = data.build_dataset("imagefolder", "train", root=tmp_path, image_size=32, augment=True)
+    order = list(range(len(dataset)))[::-1]
+    normalized = list(DataLoader(EpochSamples(dataset, epoch_key=2), batch_size=8, sampler=PositionSampler(order)))
+    epoch = EpochSamples(Subset(dataset, range(len(dataset))), epoch_key=2, uint8=True)
+    loader = DataLoader(epoch, batch_size=8, sampler=PositionSampler(order), num_workers=1)
+    assert next(iter(loader))[0].dtype == torch.uint8 and epoch.normalize is dataset.transform.transforms[-1]
+    later = list(DeviceBatches(loader, epoch.normalize, torch.device("cpu")))
+    assert len(later) == len(normalized) == -(-len(dataset) // 8)
+    for (x, y), (x_ref, y_ref) in zip(later, normalized):
+        assert x.dtype == torch.float32 and x.shape[1] == 3
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+

@@ -125,8 +125,9 @@ def make_loaders(cfg: Namespace, train_set, val_set, info: D.DistInfo, epoch: in
     augmentation is drawn from (seed, epoch, rank, its position in the epoch), and the epoch's order
     is fixed before any iterator exists (an iterator made and dropped, as tqdm.auto's does, draws
     differently with and without workers), so ``--workers`` changes no result; JPEG crops are
-    decoded as ``--fast_decode`` says."""
-    from data.dataset import EpochSamples, PositionSampler, use_fast_decode
+    decoded as ``--fast_decode`` says. On CUDA its batches leave the workers as uint8 and are
+    normalized on the device (:class:`data.dataset.DeviceBatches`; the same values)."""
+    from data.dataset import DeviceBatches, EpochSamples, PositionSampler, use_fast_decode
 
     per_rank_batch = max(1, cfg.batch_size // info.world_size)
     common = dict(num_workers=cfg.workers, pin_memory=info.device.type == "cuda")
@@ -135,9 +136,11 @@ def make_loaders(cfg: Namespace, train_set, val_set, info: D.DistInfo, epoch: in
     drop_last = drop_last_batch(cfg, len(sampler if sampler is not None else train_set), per_rank_batch)
     order = sampler if sampler is not None else torch.randperm(len(train_set), generator=generator).tolist()
     use_fast_decode(train_set, cfg.fast_decode)
-    samples = EpochSamples(train_set, epoch_seed(cfg.seed, epoch, info.rank))
+    samples = EpochSamples(train_set, epoch_seed(cfg.seed, epoch, info.rank), uint8=info.device.type == "cuda")
     train_loader = DataLoader(samples, batch_size=per_rank_batch, sampler=PositionSampler(order), drop_last=drop_last,
                               generator=generator, **common)
+    if samples.normalize is not None:  # uint8 batches, normalized on the GPU
+        train_loader = DeviceBatches(train_loader, samples.normalize, info.device)
     shard = Subset(val_set, range(info.rank, len(val_set), info.world_size))
     val_loader = DataLoader(shard, batch_size=per_rank_batch, shuffle=False, **common)
     return train_loader, val_loader
