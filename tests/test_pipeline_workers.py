@@ -33,6 +33,14 @@ def jpeg_folder(root, per_class: int = 8) -> None:
             patch.save(root / name / f"{i}.jpg", quality=int(rng.integers(75, 96)))
 
 
+def training_set(source: str, tmp_path, per_class: int):
+    """An augmented training set: in memory (digits, the batched pad-and-crop) or JPEG files (RandomResizedCrop)."""
+    if source == "in_memory":
+        return data.build_dataset("digits", "train", image_size=16, augment=True, max_per_class=per_class)
+    jpeg_folder(tmp_path, per_class=per_class)
+    return data.build_dataset("imagefolder", "train", root=tmp_path, image_size=32, augment=True)
+
+
 def trained_weights(tmp_path, args, workers: int) -> dict:
     save_dir = tmp_path / f"j{workers}"
     pretrain.main(TINY + args + ["--workers", str(workers), "--save_dir", str(save_dir)])
@@ -67,11 +75,7 @@ def test_batched_keyed_augmentation_equals_the_keyed_augmentation_of_each_sample
 
 @pytest.mark.parametrize("source", ["in_memory", "jpeg_files"])
 def test_keyed_loader_batches_do_not_depend_on_workers_or_on_iterators_made_before(tmp_path, source):
-    if source == "in_memory":
-        dataset = data.build_dataset("digits", "train", image_size=32, augment=True, max_per_class=20)
-    else:
-        jpeg_folder(tmp_path, per_class=16)
-        dataset = data.build_dataset("imagefolder", "train", root=tmp_path, image_size=32, augment=True)
+    dataset = training_set(source, tmp_path, per_class=16)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
     runs = []
     for workers in (0, 2):
@@ -92,11 +96,7 @@ def test_epoch_samples_refuses_a_dataset_it_cannot_key():
 
 @pytest.mark.parametrize("source", ["in_memory", "jpeg_files"])
 def test_uint8_batches_normalized_after_the_loader_equal_batches_normalized_in_it(tmp_path, source):
-    if source == "in_memory":
-        dataset = data.build_dataset("fashion_mnist", "train", image_size=16, augment=True, max_per_class=8)
-    else:
-        jpeg_folder(tmp_path, per_class=6)
-        dataset = data.build_dataset("imagefolder", "train", root=tmp_path, image_size=32, augment=True)
+    dataset = training_set(source, tmp_path, per_class=6)
     order = list(range(len(dataset)))[::-1]
     normalized = list(DataLoader(EpochSamples(dataset, epoch_key=2), batch_size=8, sampler=PositionSampler(order)))
     epoch = EpochSamples(Subset(dataset, range(len(dataset))), epoch_key=2, uint8=True)
