@@ -108,3 +108,17 @@ def test_uint8_batches_normalized_after_the_loader_equal_batches_normalized_in_i
         assert x.dtype == torch.float32 and x.shape[1] == 3
         assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
 
+
+
+def test_a_torchvision_random_step_is_keyed_too_and_leaves_the_global_generator_alone():
+    from torchvision.transforms import v2
+
+    dataset = data.build_dataset("digits", "train", image_size=16, augment=False, max_per_class=4)
+    dataset.transform = v2.Compose([v2.RandomResizedCrop(12, antialias=True), v2.RandomHorizontalFlip()])
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    items = [(position, 3) for position in range(6)]  # one image at six positions
+    first, again = (EpochSamples(dataset, epoch_key=1).__getitems__(items) for _ in range(2))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+    assert len({tuple(x.flatten().tolist()) for x, _ in first}) > 1
