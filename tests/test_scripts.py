@@ -162,7 +162,7 @@ def test_protocol_variables_choose_the_last_checkpoint_precision_and_our_encoder
     assert result.returncode == 2 and result.stderr.strip() == "error: CKPT_WHICH must be best or last, got 'first'"
 
 
-# (variable, what is taken out of its folder, what its line must say); None: the folder is emptied
+# (variable, what is taken out of its folder (NINCO: the images of one class folder), what its line must say)
 DATA_PROBLEMS = [
     ("IMAGENET_R_DIR", "test", "has split folders ['train'] but no test or val/"),
     ("CIFAR100_DIR", "cifar-100-python/test", "has no test; put the CIFAR-100 python version"),
