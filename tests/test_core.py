@@ -136,3 +136,22 @@ def test_print_config_prints_the_resolved_values_and_exits(tmp_path, capsys):
     assert stop.value.code == 0
     assert yaml.safe_load(capsys.readouterr().out) == {**DEFAULTS, "lr": 0.5, "epochs": 7}
     assert not hasattr(parse_config(DEFAULTS, []), "print_config")  # never part of a saved configuration
+
+
+def test_a_progress_bar_does_not_start_iterating_what_it_wraps():
+    from core.progress import progress
+
+    class Counting:
+        iterators = 0
+
+        def __len__(self):
+            return 3
+
+        def __iter__(self):
+            Counting.iterators += 1
+            return iter(range(3))
+
+    items = Counting()
+    bar = progress(items, show=False)
+    assert Counting.iterators == 0  # a DataLoader with workers would start them here
+    assert list(bar) == [0, 1, 2] and Counting.iterators == 1
