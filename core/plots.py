@@ -2,6 +2,7 @@
 Pearson R. Every function writes one PNG atomically and returns its path."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -83,9 +84,11 @@ def score_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndar
 
 
 def scatter_with_pearson(points: Mapping[str, Sequence[tuple[float, float, str]]], path: str | Path,
-                         xlabel: str, ylabel: str, title: str = "", log_x: bool = False) -> tuple[Path, float, float]:
+                         xlabel: str, ylabel: str, title: str = "", log_x: bool = False,
+                         title_r: str | None = None) -> tuple[Path, float, float]:
     """Scatter ``(x, y, label)`` points grouped by series; the title carries Pearson's R (and its
-    p-value) over all points, computed on log10(x) when ``log_x``. Returns (path, r, p)."""
+    p-value) over all points, computed on log10(x) when ``log_x``, or ``title_r`` when given (e.g.
+    R with its interval). Returns (path, r, p)."""
     xs = np.array([p[0] for pts in points.values() for p in pts], dtype=float)
     ys = np.array([p[1] for pts in points.values() for p in pts], dtype=float)
     fx = np.log10(xs) if log_x else xs
@@ -101,7 +104,8 @@ def scatter_with_pearson(points: Mapping[str, Sequence[tuple[float, float, str]]
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{title + ': ' if title else ''}Pearson R = {r:.2f} (p = {p:.2g})", fontsize=10)
+    r_text = title_r or f"Pearson R = {r:.2f} (p = {p:.2g})"
+    ax.set_title(textwrap.fill(f"{title + ': ' if title else ''}{r_text}", width=62), fontsize=9 if title_r else 10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path), float(r), float(p)
@@ -177,8 +181,8 @@ def errorbar_panels(panels: Sequence[dict], path: str | Path, title: str = "", x
 def category_panels(panels: Sequence[dict], categories: Sequence[str], path: str | Path, title: str = "") -> Path:
     """One panel per dict ``{"title", "series": [(label, values, lows, highs), ...]}`` over the
     categorical x axis ``categories``: each series a row of markers (no lines), side by side within a
-    category, with bars from ``lows`` to ``highs`` where given (None: no bar, or no point at all when
-    the value is None). One panel per row of the figure, wide enough for the category names."""
+    category, with a bar from ``lows`` to ``highs`` where both are given (the bar need not contain its
+    marker; None: no bar, or no point at all when the value is None). One panel per row of the figure, wide enough for the category names."""
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(8.0, 0.55 * len(categories) + 2), 3.6 * len(panels)),
                              squeeze=False)
     x = np.arange(len(categories), dtype=float)
@@ -190,13 +194,14 @@ def category_panels(panels: Sequence[dict], categories: Sequence[str], path: str
                    for j, (xi, v) in enumerate(zip(x, values)) if v is not None]
             if not pts:
                 continue
-            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            err = [[y - lo if lo is not None else 0.0 for _, y, lo, _ in pts],
-                   [hi - y if hi is not None else 0.0 for _, y, _, hi in pts]]
-            ax.errorbar(xs, ys, yerr=err, fmt="o", markersize=4, capsize=2, linewidth=1, label=label)
+            (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", markersize=4, label=label)
+            bars = [(xp, lo, hi) for xp, _, lo, hi in pts if lo is not None and hi is not None]
+            if bars:  # an interval need not contain its point (a percentile bootstrap), so drawn from its ends
+                ax.vlines([b[0] for b in bars], [b[1] for b in bars], [b[2] for b in bars], color=line.get_color(),
+                          linewidth=1)
         ax.set_xticks(x, list(categories), rotation=45, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(categories) - 0.4)
-        ax.set_title(panel["title"], fontsize=9)
+        ax.set_title(textwrap.fill(panel["title"], width=int(fig.get_figwidth() * 14)), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7, ncol=min(n, 5))
     return _finish_grid(fig, axes, len(panels), path, title, fontsize=10)

@@ -9,14 +9,15 @@ before and after its L2 normalization) with the ID top-1 of the layer's probe, N
 top-1 per transfer set and their average. Results of one model made from different checkpoints
 (the SHA-256 each result file records) are refused. Figures: NC1 by layer for every model; NC1
 against FPR95 and against transfer accuracy across all layers, with Pearson's R between
-log10(NC1) and the other axis. For each pair of a baseline and its NC-controlled model (the
+log10(NC1) and the other axis and its bootstrap interval over samples (:mod:`study.figure1`). For each pair of a baseline and its NC-controlled model (the
 demo's ``baseline`` and ``ours``; the paper chain's ``<name>_baseline`` and ``<name>_nc``) it
 checks the paper's four claims on that seed (:mod:`study.claims`), prints them in words and
 writes ``claims.json``; with the training logs (``runs``) it copies their per-epoch records to
 ``curves.json`` and draws ``nc1_over_training.png``.
 
 :func:`summarize_seeds` does the same over several seeds' folders: the claims with paired
-differences and confidence intervals, the 2 x 2 ablation, and the curves as mean +- std bands.
+differences and confidence intervals, the 2 x 2 ablation, Figure 1's R over seeds with its
+interval, and the curves as mean +- std bands.
 :func:`ood_seed_table` gives the min / max / mean of a detection metric over seeds of
 ``ood.json`` files (Haas et al., TMLR 2022).
 """
@@ -27,9 +28,10 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.io import atomic_write_text, iter_jsonl, read_json
-from core.plots import curves_over_training, metrics_vs_depth, scatter_with_pearson
+from core.plots import curves_over_training, metrics_vs_depth
 from core.tables import text_table, write_results
 from study import claims as C
+from study.figure1 import figure1_over_seeds, write_figure1
 
 TABLE_LAYERS = ("last_conv", "encoder", "projector_raw", "projector")
 
@@ -79,18 +81,23 @@ def read_results(folders: list[Path]) -> dict[str, list[dict]]:
     return rows
 
 
-def _table_row(model: str, layer: str, n: dict, ood: dict, lp: dict) -> dict:
+def _table_row(model: str, layer: str, n: dict, ood: dict, lp: dict, replicates: dict | None) -> dict:
+    """One row of Table 1; the point's bootstrap replicates (where the evaluators wrote them) go to
+    ``replicates[(model, layer)]``, for Figure 1's interval."""
     row = {"model": model, "layer": layer, "depth": n["depth"], "id_acc": ood["average"].get("id_acc"),
            "nc1": n["nc1"], "vci": n["vci"]}
     row.update({f"fpr95_{s}": r["fpr95"] for s, r in ood.items() if s != "average"})
     row["fpr95_avg"] = ood["average"]["fpr95"]
     row.update({f"lp_{d}": r["best_acc"] for d, r in lp.items() if d != "average"})
     row["lp_acc_avg"] = lp["average"]["best_acc"]
+    if replicates is not None:
+        replicates[(model, layer)] = {"nc1": n.get("nc1_boot"), "fpr95": ood["average"].get("fpr95_boot"),
+                                      "lp": lp["average"].get("best_acc_boot")}
     return row
 
 
 def layer_table(nc_rows: list[dict], ood_rows: list[dict], lp_rows: list[dict], scorer: str = "energy",
-                split: str = "train") -> list[dict]:
+                split: str = "train", replicates: dict | None = None) -> list[dict]:
     """Every (model, layer) that the three result sets share, in model then depth order. Where the
     official protocol reads the projector at two layers, NC and transfer before its L2 normalization
     (``projector_raw``, evaluated by neither the OOD run) and OOD detection after it (``projector``,
@@ -108,9 +115,9 @@ def layer_table(nc_rows: list[dict], ood_rows: list[dict], lp_rows: list[dict], 
     for key, n in nc.items():
         model, layer = key
         if key in ood and key in lp:
-            rows.append(_table_row(model, layer, n, ood[key], lp[key]))
+            rows.append(_table_row(model, layer, n, ood[key], lp[key], replicates))
         elif layer == "projector_raw" and key in lp and (model, "projector") in ood and (model, "projector") not in nc:
-            rows.append(_table_row(model, "projector", n, ood[(model, "projector")], lp[key]))
+            rows.append(_table_row(model, "projector", n, ood[(model, "projector")], lp[key], replicates))
     return rows
 
 
@@ -122,10 +129,13 @@ def summarize(results_dirs: str | Path | list, out_dir: str | Path | None = None
         raise UserError(f"{len(folders)} results folders make one table; say where it goes with --out_dir")
     out_dir = Path(out_dir or folders[0])
     results = read_results(folders)
-    every_layer = layer_table(results["nc"], results["ood"], results["linear_probe"], scorer=scorer)
+    replicates: dict = {}
+    every_layer = layer_table(results["nc"], results["ood"], results["linear_probe"], scorer=scorer,
+                              replicates=replicates)
     if not every_layer:
         raise UserError(f"{', '.join(map(str, folders))}: the NC, OOD and probe results share no (model, layer); "
                         f"run the three evaluators on the same checkpoints and layers")
+    points = [{**r, "boot": replicates[(r["model"], r["layer"])]} for r in every_layer]
     table = [r for r in every_layer if r["layer"] in TABLE_LAYERS]
     columns = list(dict.fromkeys(k for r in table for k in r if k != "depth"))
     write_results(table, out_dir, "summary", columns=columns, bare_json=True)
@@ -136,14 +146,10 @@ def summarize(results_dirs: str | Path | list, out_dir: str | Path | None = None
     metrics_vs_depth(series, ["nc1", "vci", "fpr95_avg", "lp_acc_avg"], out_dir / "summary_by_layer.png",
                      title="by layer: NC1 and VCI (train), FPR95 (energy, avg), transfer top-1 (avg)",
                      log_metrics=["nc1"])
-    points = lambda key: {m: [(r["nc1"], r[key], r["layer"]) for r in rows] for m, rows in series.items()}
-    _, r_fpr, _ = scatter_with_pearson(points("fpr95_avg"), out_dir / "nc1_vs_fpr95.png", "NC1 (log scale)",
-                                       f"FPR95 ({scorer}, average over OOD sets)", "OOD detection", log_x=True)
-    _, r_lp, _ = scatter_with_pearson(points("lp_acc_avg"), out_dir / "nc1_vs_transfer.png", "NC1 (log scale)",
-                                      "linear-probe top-1 (average over transfer sets)", "transfer", log_x=True)
     print(text_table(table, columns))
-    print(f"Pearson R across all layers: log10(NC1) vs FPR95 {r_fpr:+.2f}; log10(NC1) vs transfer top-1 {r_lp:+.2f}")
-    written = ["summary.json, .csv, .md", "summary_by_layer.png", "nc1_vs_fpr95.png", "nc1_vs_transfer.png"]
+    write_figure1(points, out_dir, scorer)
+    written = ["summary.json, .csv, .md", "summary_by_layer.png", "nc1_vs_fpr95.png", "nc1_vs_transfer.png",
+               "figure1.json"]
     written += report_claims(table, out_dir)
     if runs is not None:
         curves = training_curves(runs, list(series))
@@ -249,6 +255,12 @@ def summarize_seeds(result_dirs: list[str | Path], out_dir: str | Path) -> list[
               f"{C.CONFIDENCE:.0%} CI over seeds):")
         print(C.describe_ablation(effects))
         written.append("ablation.json, .csv, .md")
+    if all((Path(folder) / "figure1.json").is_file() for folder in result_dirs):
+        correlations = figure1_over_seeds(result_dirs, out_dir)
+        write_results(correlations, out_dir, "figure1_seeds", columns=[k for k in correlations[0] if k != "r_per_seed"],
+                      extra=extra)
+        print(text_table(correlations, ["panel", "seeds", "r_mean", "r_std", "ci_low", "ci_high"]))
+        written.append("figure1_seeds.json, .csv, .md, figure1_over_seeds.png")
     if all(c is not None for c in curves):
         models = list(dict.fromkeys(m for c in curves for m in c))
         series = {m: [c[m] for c in curves if m in c] for m in models}

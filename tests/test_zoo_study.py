@@ -61,3 +61,11 @@ def test_ranking_and_files(tmp_path):
         assert (tmp_path / "out" / name).is_file(), name
     with pytest.raises(Exception, match="missing"):
         load_seeds([tmp_path / "nowhere.json"])
+
+
+def test_summarize_zoo_entry_point(tmp_path):
+    import summarize
+
+    table = summarize.main(["--zoo", *map(str, make_seeds(tmp_path)), "--out_dir", str(tmp_path / "z")])
+    assert {(r["scorer"], r["layer"]) for r in table} >= {("energy", "projector"), ("knn", "encoder")}
+    assert (tmp_path / "z" / "zoo.md").is_file()
