@@ -2,7 +2,8 @@
 four claims on that seed and the curves of training), check the claims and the 2 x 2 ablation over
 several seeds' folders, or tabulate min / max / mean AUROC over seeds of eval_ood.py results (Haas et al.,
 TMLR 2022, Tables 4 and 5), or compare baseline and ours detector by detector over seeds (the
-detector zoo); see study/summary.py, study/claims.py and study/zoo.py.
+detector zoo), or the entropy weight's sweep (the control knob); see study/summary.py,
+study/claims.py, study/zoo.py and study/knob.py.
 
     python summarize.py --results results/demo --runs runs/demo
     python summarize.py --results results/resnet18_in100_baseline results/resnet18_in100_nc --out_dir results/paper
@@ -10,11 +11,13 @@ detector zoo); see study/summary.py, study/claims.py and study/zoo.py.
     python summarize.py --sweep results/sweep/epochs10 results/sweep/epochs20 --out_dir results/sweep
     python summarize.py --ood_seeds results/ddu/seed*/baseline.json --out_dir results/ddu
     python summarize.py --zoo results/ood_zoo/seed*/ood.json --out_dir results/ood_zoo
+    python summarize.py --knob results/sweep_alpha/seed0 results/sweep_alpha/seed1 --out_dir results/sweep_alpha
 """
 import argparse
 
 from core.errors import cli_main
 from study.summary import summarize, summarize_ood_seeds, summarize_seeds
+from study.knob import summarize_knob
 from study.sweep import summarize_sweep
 from study.zoo import summarize_zoo
 
@@ -31,6 +34,9 @@ def main(argv=None) -> list[dict]:
                       help="study folders of scripts/reproduce_embedded.sh at different EPOCHS: the training-length sweep")
     what.add_argument("--ood_seeds", nargs="+", metavar="JSON",
                       help="ood.json files of eval_ood.py, one or more per seed: min / max / mean over seeds")
+    what.add_argument("--knob", nargs="+", metavar="DIR",
+                      help="summarized seed folders of scripts/sweep_alpha.sh: the entropy weight's sweep and the "
+                           "normalization pairings")
     what.add_argument("--zoo", nargs="+", metavar="JSON",
                       help="one ood.json per seed scoring 'baseline' and 'ours' with many detectors "
                            "(scripts/ood_zoo.sh): which detectors gain from collapse control")
@@ -40,6 +46,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--scorer", default="energy", help="the OOD scorer whose FPR95 goes into the table")
     p.add_argument("--metric", default="auroc", help="the metric tabulated over seeds by --ood_seeds")
     args = p.parse_args(argv)
+    if args.knob:
+        return summarize_knob(args.knob, args.out_dir or "results/sweep_alpha")
     if args.zoo:
         return summarize_zoo(args.zoo, args.out_dir or "results/ood_zoo")
     if args.ood_seeds:

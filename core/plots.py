@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from core.io import atomic_savefig  # noqa: E402
@@ -158,20 +158,36 @@ def curves_over_training(series: Mapping[str, Sequence[Sequence[dict]]], panels:
 
 
 def errorbar_panels(panels: Sequence[dict], path: str | Path, title: str = "", xlabel: str = "") -> Path:
-    """One panel per dict ``{"title", "series": [(label, xs, ys, lows, highs), ...], "log_y": bool,
-    "zero_line": bool}``: lines with error bars from ``lows`` to ``highs`` (None = no bar at that point)."""
+    """One panel per dict ``{"title", "series": [(label, xs, ys, lows, highs), ...]}``: lines with a bar
+    from ``lows`` to ``highs`` at each point (None = no bar there; a bar need not contain its point).
+    Optional keys: ``log_y``, ``zero_line``, ``xscale`` (``("symlog", linthresh)`` or ``"log"``),
+    ``xticks`` (the x values labelled), ``vline`` (``(x, label)``: a dashed vertical marker)."""
     fig, axes = _panel_grid(len(panels))
     for ax, panel in zip(axes.flat, panels):
         for label, xs, ys, lows, highs in panel["series"]:
-            ys = np.asarray(ys, dtype=float)
-            lo = np.array([y - l if l is not None else 0.0 for y, l in zip(ys, lows)])
-            hi = np.array([h - y if h is not None else 0.0 for y, h in zip(ys, highs)])
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
+            (line,) = ax.plot(xs, ys, marker="o", label=label)
+            bars = [(x, lo, hi) for x, lo, hi in zip(xs, lows, highs) if lo is not None and hi is not None]
+            if bars:
+                ax.vlines([b[0] for b in bars], [b[1] for b in bars], [b[2] for b in bars], color=line.get_color(),
+                          linewidth=1.5)
         if panel.get("zero_line"):
             ax.axhline(0.0, color="black", linewidth=0.8)
+        if panel.get("vline"):
+            ax.axvline(panel["vline"][0], color="grey", linestyle="--", linewidth=1, label=panel["vline"][1])
         if panel.get("log_y"):
             ax.set_yscale("log")
-        ax.set_title(panel["title"], fontsize=9)
+        scale = panel.get("xscale")
+        if isinstance(scale, tuple):
+            ax.set_xscale(scale[0], linthresh=scale[1])
+        elif scale:
+            ax.set_xscale(scale)
+        if panel.get("xticks") is not None:
+            ticks = list(panel["xticks"])
+            ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+            ax.xaxis.set_minor_locator(NullLocator())
+            span = max(ticks) - min(ticks) or 1.0
+            ax.set_xlim(min(ticks) - 0.02 * span, max(ticks) + (0.25 if isinstance(scale, tuple) else 0.05) * span)
+        ax.set_title(textwrap.fill(panel["title"], width=58), fontsize=9)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
