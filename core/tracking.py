@@ -51,9 +51,9 @@ TRAIN_KEYS = ("loss", "ce_loss", "ent_loss", "lr", "img_per_s", "seconds")
 STEP_KEY = "epoch"
 EVENT_PREFIX = "events.out.tfevents."
 WANDB_PROJECT = "nc-ood"
-# what each logger needs, and how to get it (tensorboard is pinned in requirements.txt, wandb is not)
+# what each logger needs, and how to get it (both pinned in requirements.txt)
 REQUIRES = {"tensorboard": ("tensorboard", "the pinned requirements: .venv/bin/pip install -r requirements.txt"),
-            "wandb": ("wandb", ".venv/bin/pip install wandb (it is optional and not in requirements.txt)")}
+            "wandb": ("wandb", ".venv/bin/pip install wandb==0.31.0 (pinned in requirements.txt)")}
 
 
 def scalar_name(key: str) -> str:

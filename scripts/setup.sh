@@ -24,7 +24,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
     # Animal-MNIST ships its arrays as gzip-pickles; its own loader needs tensorflow, which we never import.
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps animal-mnist==0.4
-    "$VENV/bin/python" -c "import torch, torchvision, timm, sklearn, skimage, scipy, yaml, tqdm, matplotlib" \
+    "$VENV/bin/python" -c "import torch, torchvision, timm, sklearn, skimage, scipy, yaml, tqdm, matplotlib, simplejpeg, tensorboard, wandb" \
         || { echo "setup: the installed packages do not import; see the pip output above" >&2; exit 1; }
     echo "$want" > "$STAMP"
 fi

@@ -109,7 +109,6 @@ def test_unknown_or_missing_logger_is_one_line(tmp_path, capsys, monkeypatch):
     assert not any(tmp_path.iterdir())  # refused before any file was written
 
 
-@pytest.mark.skipif(not tracking.module_available("wandb"), reason="wandb is optional and not installed")
 def test_wandb_offline_writes_under_save_dir_and_a_resume_keeps_its_run(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
