@@ -71,31 +71,13 @@ one_seed() {  # seed: train every model, evaluate them, summarize the seed
                 --ckpt "${ckpts[@]}" --names "${names[@]}" --out_dir "$out" --cache_dir "$CACHE" --seed "$seed"
                 --image_size 32 --max_per_class "$EVAL_PER_CLASS" --probe_epochs "$PROBE_EPOCHS"
                 --layers last_conv encoder projector_raw projector)
-    launch eval_nc.py "${eval[@]}"
+    launch eval_nc.py "${eval[@]}" --splits train test
     launch eval_ood.py "${eval[@]}" --no-histograms
     launch train_lp.py "${eval[@]}"
     launch summarize.py --results "$out"
 }
 
 start=$(date +%s)
-dirs=()
-if [ "$JOBS" -le 1 ] || [ "$DRY_RUN" = 1 ]; then
-    for seed in $SEEDS; do one_seed "$seed"; dirs+=("$BASE/seed$seed"); done
-else
-    threads=$(( $(nproc) / JOBS )); [ "$threads" -ge 1 ] || threads=1
-    mkdir -p "$BASE"
-    pids=()
-    for seed in $SEEDS; do
-        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
-        echo "seed $seed: $threads thread(s), output in $BASE/seed$seed.log"
-        (export OMP_NUM_THREADS=$threads; one_seed "$seed") > "$BASE/seed$seed.log" 2>&1 &
-        pids+=("$!"); dirs+=("$BASE/seed$seed")
-    done
-    failed=0
-    for i in "${!pids[@]}"; do
-        wait "${pids[$i]}" || { echo "error: the seed of ${dirs[$i]} failed; see ${dirs[$i]}.log" >&2; failed=1; }
-    done
-    [ "$failed" = 0 ] || exit 1
-fi
-launch summarize.py --knob "${dirs[@]}" --out_dir "$BASE"
+for_seeds one_seed
+launch summarize.py --knob "${SEED_DIRS[@]}" --out_dir "$BASE"
 echo "alpha sweep finished in $(( $(date +%s) - start )) s (seeds ${SEEDS// /, }; alphas ${ALPHAS// /, }); results in $BASE/"

@@ -21,11 +21,18 @@ and the seeds where it holds; :func:`smallest_alpha` is the smallest alpha whose
 study) for three pairings of a baseline (alpha 0, no projector) and ours (alpha 0.05, projector):
 ``batchnorm`` (both BatchNorm: the study's), ``official`` (baseline BatchNorm, ours GroupNorm + WS:
 the official code's) and ``groupnorm`` (both GroupNorm + WS).
+
+:func:`diagnostics_table`: the collapse diagnostics of the BatchNorm models, from each seed's
+``nc.json`` (``eval_nc.py --splits train test``) and ``ood.json``: at each hook, NC1 and the
+nearest-class-centre accuracy of the ID training and test features (the test split measured
+against the training class means: does collapse generalize?), and NC5 of the layer the paper's
+protocol scores (the projector when on, ``last_conv`` when off), averaged over the OOD sets; each
+as mean and 95% interval over seeds.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from core.errors import UserError
 from core.io import read_json
@@ -142,6 +149,40 @@ def pairings(seeds: list[dict], hooks: Sequence[str] = HOOKS) -> list[dict]:
     return rows
 
 
+DIAGNOSTICS = (("nc1_test", "test", "nc1"), ("ncc_train", "train", "ncc_acc"), ("ncc_test", "test", "ncc_acc"))  # key, split, column
+
+
+def _diagnostic_rows(folder: Path) -> dict:
+    """``{(model, split, layer): nc row}`` and ``{(model, layer): average NC5 of the energy rows}`` of one seed."""
+    for name in ("nc.json", "ood.json"):
+        if not (folder / name).is_file():
+            raise UserError(f"{folder / name} is missing; run scripts/sweep_alpha.sh (it evaluates every seed) first")
+    nc = {(r["model"], r["split"], r["layer"]): r for r in read_json(folder / "nc.json")["rows"]}
+    nc5 = {(r["model"], r["layer"]): r.get("nc5") for r in read_json(folder / "ood.json")["rows"]
+           if r["ood"] == AVERAGE and r["scorer"] == "energy"}
+    return {"nc": nc, "nc5": nc5}
+
+
+def diagnostics_table(folders: Sequence[str | Path], models: Sequence[str]) -> list[dict]:
+    """Per model (a BatchNorm ``alpha<a>_<on|off>`` of every seed): NC1 of the ID test split, NCC
+    accuracy of the training and test splits at each hook, and NC5 where the paper's protocol scores."""
+    seeds = [_diagnostic_rows(Path(f)) for f in folders]
+    rows = []
+    for model in models:
+        alpha, projector, _ = parse_name(model)
+        row = {"alpha": alpha, "projector": "on" if projector else "off", "model": model, "seeds": len(seeds)}
+        for hook in HOOKS:
+            for key, split, column in DIAGNOSTICS:
+                stats = _stats([s["nc"].get((model, split, hook), {}).get(column) for s in seeds])
+                name = f"{key}_{hook}"
+                row.update({name: stats["mean"], f"{name}_low": stats["low"], f"{name}_high": stats["high"]})
+        layer = "projector" if projector else "last_conv"
+        stats = _stats([s["nc5"].get((model, layer)) for s in seeds])
+        row.update({"nc5_layer": layer, "nc5": stats["mean"], "nc5_low": stats["low"], "nc5_high": stats["high"]})
+        rows.append(row)
+    return rows
+
+
 def _series(table: list[dict], key: str, projector: str) -> tuple:
     """One line of a panel (an empty one, out of the legend, keeps each state's colour where it has no value)."""
     pts = [r for r in table if r["projector"] == projector and r[key] is not None]
@@ -183,6 +224,11 @@ def summarize_knob(folders: Sequence[str | Path], out_dir: str | Path) -> list[d
         print(f"claim (1) at {hook}, projector on: " + (f"holds beyond seed noise from alpha = {alpha:g}" if alpha
                                                          is not None else "holds beyond seed noise at no alpha swept"))
     written = ["knob.json, .csv, .md", "knob.png"]
+    diagnostics = diagnostics_table(folders, [r["model"] for r in table])
+    write_results(diagnostics, out_dir, "diagnostics", extra=extra)
+    print(text_table(diagnostics, ["alpha", "projector", "nc1_test_encoder", "ncc_train_encoder", "ncc_test_encoder",
+                                   "nc1_test_last_conv", "ncc_test_last_conv", "nc5_layer", "nc5"]))
+    written.append("diagnostics.json, .csv, .md")
     rows = pairings(seeds)
     if rows:
         write_results(rows, out_dir, "pairings", extra=extra)
