@@ -26,31 +26,9 @@ JOBS=${JOBS:-1}
 export ARMS=${ARMS:-"baseline entropy projector ours"}
 export LAYERS=${LAYERS:-"last_conv encoder projector_raw projector"}   # what the claims read
 bash scripts/setup.sh
-dirs=()
+one_seed() { SEED=$1 RUNS=$RUNS_BASE/seed$1 OUT=$BASE/seed$1 bash scripts/demo.sh; }
 start=$(date +%s)
-if [ "$JOBS" -le 1 ] || [ "$DRY_RUN" = 1 ]; then
-    for seed in $SEEDS; do
-        SEED=$seed RUNS=$RUNS_BASE/seed$seed OUT=$BASE/seed$seed bash scripts/demo.sh
-        dirs+=("$BASE/seed$seed")
-    done
-else
-    threads=$(( $(nproc) / JOBS )); [ "$threads" -ge 1 ] || threads=1
-    mkdir -p "$BASE"
-    pids=()
-    for seed in $SEEDS; do
-        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
-        echo "seed $seed: scripts/demo.sh with $threads thread(s), output in $BASE/seed$seed.log"
-        SEED=$seed RUNS=$RUNS_BASE/seed$seed OUT=$BASE/seed$seed OMP_NUM_THREADS=$threads \
-            bash scripts/demo.sh > "$BASE/seed$seed.log" 2>&1 &
-        pids+=("$!")
-        dirs+=("$BASE/seed$seed")
-    done
-    failed=0
-    for i in "${!pids[@]}"; do
-        wait "${pids[$i]}" || { echo "error: the seed of ${dirs[$i]} failed; see ${dirs[$i]}.log" >&2; failed=1; }
-    done
-    [ "$failed" = 0 ] || exit 1
-fi
+for_seeds one_seed
 source scripts/_launch.sh
-launch summarize.py --seeds "${dirs[@]}" --out_dir "$BASE"
+launch summarize.py --seeds "${SEED_DIRS[@]}" --out_dir "$BASE"
 echo "study finished in $(( $(date +%s) - start )) s (seeds ${SEEDS// /, }; arms ${ARMS// /, }); results in $BASE/"
