@@ -8,10 +8,13 @@
 #   bool_var NAME [DEFAULT]  NAME becomes 1 or 0: 1/0, true/false, yes/no, on/off in any case (empty or
 #                            unset: DEFAULT, else 0); anything else is refused
 #   int_var NAME MIN         NAME, when set and not empty, must be a whole number >= MIN
-#   for_seeds FUNC           FUNC SEED for each seed of SEEDS: in turn when JOBS <= 1 or DRY_RUN=1, else
-#                            JOBS at a time, each with nproc/JOBS threads and its output in
-#                            $BASE/seed<SEED>.log; SEED_DIRS holds $BASE/seed<SEED> of each; a failed
-#                            seed is named, and the function then exits 1
+#   pool_start LOG CMD ...   CMD ... in the background once fewer than JOBS of the pool's jobs run, with
+#                            nproc/JOBS threads and its output in LOG; when JOBS <= 1 or DRY_RUN=1 it
+#                            runs at once, in this shell, its output on the terminal
+#   pool_wait                wait for every job of the pool; each failed job's log is named, and the
+#                            function then exits 1
+#   for_seeds FUNC           FUNC SEED for each seed of SEEDS through the pool (output in
+#                            $BASE/seed<SEED>.log); SEED_DIRS holds $BASE/seed<SEED> of each
 usage() {
     sed -n -e '2,/^[^#]/{' -e '/^# /s/^# //p' -e '/^#$/s/^#$//p' -e '}' "$0"
 }
@@ -64,25 +67,36 @@ int_var() {
     fi
 }
 
-for_seeds() {
-    local func="$1" seed threads i failed=0 pids=()
-    SEED_DIRS=()
-    if [ "${JOBS:-1}" -le 1 ] || [ "${DRY_RUN:-0}" = 1 ]; then
-        for seed in $SEEDS; do "$func" "$seed"; SEED_DIRS+=("$BASE/seed$seed"); done
-        return 0
-    fi
+POOL_PIDS=()
+POOL_LOGS=()
+pool_start() {
+    local log="$1" threads; shift
+    if [ "${JOBS:-1}" -le 1 ] || [ "${DRY_RUN:-0}" = 1 ]; then "$@"; return; fi
     threads=$(( $(nproc) / JOBS )); [ "$threads" -ge 1 ] || threads=1
-    mkdir -p "$BASE"
-    for seed in $SEEDS; do
-        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
-        echo "seed $seed: $threads thread(s), output in $BASE/seed$seed.log"
-        (export OMP_NUM_THREADS=$threads; "$func" "$seed") > "$BASE/seed$seed.log" 2>&1 &
-        pids+=("$!"); SEED_DIRS+=("$BASE/seed$seed")
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    mkdir -p "$(dirname "$log")"
+    echo "$*: $threads thread(s), output in $log"
+    (export OMP_NUM_THREADS=$threads; "$@") > "$log" 2>&1 &
+    POOL_PIDS+=("$!"); POOL_LOGS+=("$log")
+}
+
+pool_wait() {
+    local i failed=0
+    for i in "${!POOL_PIDS[@]}"; do
+        wait "${POOL_PIDS[$i]}" || { echo "error: a job failed; see ${POOL_LOGS[$i]}" >&2; failed=1; }
     done
-    for i in "${!pids[@]}"; do
-        wait "${pids[$i]}" || { echo "error: the seed of ${SEED_DIRS[$i]} failed; see ${SEED_DIRS[$i]}.log" >&2; failed=1; }
-    done
+    POOL_PIDS=(); POOL_LOGS=()
     [ "$failed" = 0 ] || exit 1
+}
+
+for_seeds() {
+    local func="$1" seed
+    SEED_DIRS=()
+    for seed in $SEEDS; do
+        pool_start "$BASE/seed$seed.log" "$func" "$seed"
+        SEED_DIRS+=("$BASE/seed$seed")
+    done
+    pool_wait
 }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

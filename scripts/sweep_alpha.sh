@@ -7,7 +7,8 @@
 # then summarize.py --knob writes the table (each quantity's mean and 95% interval over seeds, claim (1)
 # against the baseline at every alpha), its figure and the pairings' four claims (docs/REPRODUCTION.md).
 #   bash scripts/sweep_alpha.sh                 # -> results/sweep_alpha/knob.{json,csv,md}, knob.png, pairings.*
-#   JOBS=2 bash scripts/sweep_alpha.sh          # two seeds at a time, one thread each (as the docs ran it)
+#   JOBS=2 bash scripts/sweep_alpha.sh          # two trainings, then two evaluations, at a time, one thread
+#                                               # each (as the docs ran it); their output in BASE/logs/
 #   STUDY_RUNS=runs/embedded bash scripts/sweep_alpha.sh   # reuse the study's four arms of each seed
 #   ALPHAS="0 0.2" SEEDS=0 EPOCHS=4 bash scripts/sweep_alpha.sh   # a quick look
 # A rerun continues: a finished model is not trained again (pretrain.py --resume does nothing) and its
@@ -61,23 +62,29 @@ train() {  # seed name alpha projector norm
         "${flags[@]}" ${resume[@]+"${resume[@]}"}
 }
 
-one_seed() {  # seed: train every model, evaluate them, summarize the seed
-    local seed=$1 runs="$RUNS_BASE/seed$1" out="$BASE/seed$1" ckpts=() names=()
-    while read -r name alpha projector norm; do
-        train "$seed" "$name" "$alpha" "$projector" "$norm"
-        ckpts+=("$runs/$name.pth"); names+=("$name")
-    done < <(models)
-    local eval=(--config configs/embedded_eval.yaml --dataset "fashion_mnist:classes=0-5,max_per_class=$TRAIN_PER_CLASS"
-                --ckpt "${ckpts[@]}" --names "${names[@]}" --out_dir "$out" --cache_dir "$CACHE" --seed "$seed"
-                --image_size 32 --max_per_class "$EVAL_PER_CLASS" --probe_epochs "$PROBE_EPOCHS"
-                --layers last_conv encoder projector_raw projector)
-    launch eval_nc.py "${eval[@]}" --splits train test
-    launch eval_ood.py "${eval[@]}" --no-histograms
-    launch train_lp.py "${eval[@]}"
-    launch summarize.py --results "$out"
+evaluate() {  # seed evaluator: one evaluator (eval_nc.py, eval_ood.py or train_lp.py) on every model of the seed
+    local seed=$1 evaluator=$2 runs="$RUNS_BASE/seed$1" ckpts=() names=() name alpha projector norm extra=()
+    while read -r name alpha projector norm; do ckpts+=("$runs/$name.pth"); names+=("$name"); done < <(models)
+    case "$evaluator" in eval_nc.py) extra=(--splits train test) ;; eval_ood.py) extra=(--no-histograms) ;; esac
+    launch "$evaluator" --config configs/embedded_eval.yaml \
+        --dataset "fashion_mnist:classes=0-5,max_per_class=$TRAIN_PER_CLASS" --ckpt "${ckpts[@]}" --names "${names[@]}" \
+        --out_dir "$BASE/seed$seed" --cache_dir "$CACHE" --seed "$seed" --image_size 32 \
+        --max_per_class "$EVAL_PER_CLASS" --probe_epochs "$PROBE_EPOCHS" \
+        --layers last_conv encoder projector_raw projector ${extra[@]+"${extra[@]}"}
 }
 
 start=$(date +%s)
-for_seeds one_seed
-launch summarize.py --knob "${SEED_DIRS[@]}" --out_dir "$BASE"
+for seed in $SEEDS; do   # every model of every seed, JOBS at a time: no core idles while one seed finishes
+    while read -r name alpha projector norm; do
+        pool_start "$BASE/logs/seed${seed}_$name.log" train "$seed" "$name" "$alpha" "$projector" "$norm"
+    done < <(models)
+done
+pool_wait
+for evaluator in eval_nc.py eval_ood.py train_lp.py; do   # then every evaluation, JOBS at a time
+    for seed in $SEEDS; do pool_start "$BASE/logs/seed${seed}_${evaluator%.py}.log" evaluate "$seed" "$evaluator"; done
+done
+pool_wait
+seed_dirs=()
+for seed in $SEEDS; do launch summarize.py --results "$BASE/seed$seed"; seed_dirs+=("$BASE/seed$seed"); done
+launch summarize.py --knob "${seed_dirs[@]}" --out_dir "$BASE"
 echo "alpha sweep finished in $(( $(date +%s) - start )) s (seeds ${SEEDS// /, }; alphas ${ALPHAS// /, }); results in $BASE/"
