@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 import pretrain  # noqa: E402
 from core.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from core.distributed import pick_device  # noqa: E402
-from core.errors import UserError, cli_main  # noqa: E402
+from core.errors import cli_main  # noqa: E402
 from core.io import atomic_write_text  # noqa: E402
 from features.extract import extract  # noqa: E402
 from metrics.nc import nc_metrics  # noqa: E402

@@ -46,21 +46,8 @@ from core.progress import progress
 from core.tables import AVERAGE
 from data import DatasetSpec, build_dataset, parse_spec
 from evaluate.bootstrap import resamples
-from evaluate.runs import (
-    EVAL_DEFAULTS,
-    EVAL_HELP,
-    EVAL_TYPES,
-    Run,
-    features,
-    head_accuracy,
-    id_spec,
-    layer_nc_metrics,
-    open_runs,
-    parse_split_choices,
-    probe,
-    resolve_layers,
-    write_tables,
-)
+from evaluate.runs import EVAL_DEFAULTS, EVAL_HELP, EVAL_TYPES, Run, features, head_accuracy, id_spec
+from evaluate.runs import layer_nc_metrics, open_runs, parse_split_choices, probe, resolve_layers, write_tables
 from metrics.nc import metric_keys
 
 EMBEDDED_TRANSFER = ["heldout=fashion_mnist:classes=6-9", "animal_mnist", "digits"]

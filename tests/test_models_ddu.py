@@ -126,7 +126,7 @@ def test_one_power_iteration_per_training_forward_none_in_eval():
     sn = conv.parametrizations.weight[0]
     assert isinstance(sn, SoftSpectralNorm) and sn.n_power_iterations == 1 and sn.coeff == COEFF
     mat = conv.parametrizations.weight.original.detach().reshape(4, -1)
-    u0, v0 = sn._u.clone(), sn._v.clone()
+    v0 = sn._v.clone()
     x = images(1, px=8, chans=4)
     conv(x)
     u1 = F.normalize(mat @ v0, dim=0)
