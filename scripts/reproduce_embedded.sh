@@ -11,7 +11,8 @@
 # Writes results/embedded/claims.{json,csv,md}, ablation.{json,csv,md}, nc1_over_training.png and one
 # results folder per seed (results/embedded/seed<N>/); checkpoints in runs/embedded/seed<N>/. With
 # JOBS > 1 each seed's output goes to results/embedded/seed<N>.log, and every process gets
-# (cores / JOBS) threads, which changes the last digits of the numbers (float sums in another order).
+# (cores / JOBS) threads, which changes the numbers: float sums run in another order, and over 20 epochs
+# the runs drift apart by about the spread between seeds.
 # Arguments: none (-h, --help: this text). Variables: SEEDS, BASE, RUNS_BASE, JOBS (>= 1), ARMS, LAYERS, DRY_RUN.
 set -euo pipefail
 cd "$(dirname "$0")/.."

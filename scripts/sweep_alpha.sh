@@ -11,6 +11,8 @@
 #                                               # each (as the docs ran it); their output in BASE/logs/
 #   STUDY_RUNS=runs/embedded bash scripts/sweep_alpha.sh   # reuse the study's four arms of each seed
 #   ALPHAS="0 0.2" SEEDS=0 EPOCHS=4 bash scripts/sweep_alpha.sh   # a quick look
+# Cost on a 2-core CPU (docs/REPRODUCTION.md): 73 min with JOBS=2 and STUDY_RUNS; about 85-90 min (estimated)
+# with JOBS=2 alone; JOBS=1 is slower there (one run at a time cannot keep both cores busy).
 # A rerun continues: a finished model is not trained again (pretrain.py --resume does nothing) and its
 # evaluation is redone from the feature cache. STUDY_RUNS (optional) holds seed<N>/{baseline,entropy,projector,
 # ours}.pth of scripts/reproduce_embedded.sh, i.e. alpha 0 / 0.05 with the projector off / on; they are copied
