@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from core.io import atomic_savefig  # noqa: E402
@@ -102,6 +102,9 @@ def scatter_with_pearson(points: Mapping[str, Sequence[tuple[float, float, str]]
             ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     if log_x:
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 0.1, 0.2, 0.5, 1, ...: no overlapping labels
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     r_text = title_r or f"Pearson R = {r:.2f} (p = {p:.2g})"
