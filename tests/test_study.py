@@ -114,9 +114,11 @@ def test_the_sweep_and_the_study_end_to_end_at_tiny_scale(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     study = tmp_path / "sweep" / "epochs2"
     claims = json.loads((study / "claims.json").read_text())["rows"]
-    assert [c["seeds_run"] for c in claims] == [2] * 4 and all(c["diff_ci_low"] <= c["diff_mean"] for c in claims)
+    assert [(c["hook"], c["number"]) for c in claims] == [(h, n) for h in ("last_conv", "encoder") for n in (1, 2, 3, 4)]
+    assert all(c["seeds_run"] == 2 and c["diff_ci_low"] <= c["diff_mean"] <= c["diff_ci_high"] for c in claims)
     effects = json.loads((study / "ablation.json").read_text())["rows"]
-    assert [(r["hook"], r["metric"]) for r in effects] == [("encoder", m) for m in ("nc1", "lp_acc_avg", "fpr95_avg")]
+    assert [(r["hook"], r["metric"]) for r in effects] == [(h, m) for h in ("last_conv", "encoder")
+                                                           for m in ("nc1", "lp_acc_avg", "fpr95_avg")]
     for name in ("nc1_over_training.png", "ablation.md", "claims.md"):
         assert (study / name).stat().st_size > 0
     rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["rows"]
