@@ -160,6 +160,16 @@ def curves_over_training(series: Mapping[str, Sequence[Sequence[dict]]], panels:
     return _finish_grid(fig, axes, len(drawn), path, title, fontsize=10)
 
 
+def _interval_bars(ax, intervals, color, linewidth: float) -> None:
+    """A vertical bar from ``low`` to ``high`` at ``x`` for each ``(x, low, high)`` with both ends given.
+    Drawn from its ends, not as an error around a point: an interval (e.g. a percentile bootstrap)
+    need not contain its point."""
+    bars = [(x, low, high) for x, low, high in intervals if low is not None and high is not None]
+    if bars:
+        xs, lows, highs = zip(*bars)
+        ax.vlines(xs, lows, highs, color=color, linewidth=linewidth)
+
+
 def errorbar_panels(panels: Sequence[dict], path: str | Path, title: str = "", xlabel: str = "") -> Path:
     """One panel per dict ``{"title", "series": [(label, xs, ys, lows, highs), ...]}``: lines with a bar
     from ``lows`` to ``highs`` at each point (None = no bar there; a bar need not contain its point).
@@ -169,10 +179,7 @@ def errorbar_panels(panels: Sequence[dict], path: str | Path, title: str = "", x
     for ax, panel in zip(axes.flat, panels):
         for label, xs, ys, lows, highs in panel["series"]:
             (line,) = ax.plot(xs, ys, marker="o", label=label)
-            bars = [(x, lo, hi) for x, lo, hi in zip(xs, lows, highs) if lo is not None and hi is not None]
-            if bars:
-                ax.vlines([b[0] for b in bars], [b[1] for b in bars], [b[2] for b in bars], color=line.get_color(),
-                          linewidth=1.5)
+            _interval_bars(ax, zip(xs, lows, highs), line.get_color(), linewidth=1.5)
         if panel.get("zero_line"):
             ax.axhline(0.0, color="black", linewidth=0.8)
         if panel.get("vline"):
@@ -214,10 +221,7 @@ def category_panels(panels: Sequence[dict], categories: Sequence[str], path: str
             if not pts:
                 continue
             (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", markersize=4, label=label)
-            bars = [(xp, lo, hi) for xp, _, lo, hi in pts if lo is not None and hi is not None]
-            if bars:  # an interval need not contain its point (a percentile bootstrap), so drawn from its ends
-                ax.vlines([b[0] for b in bars], [b[1] for b in bars], [b[2] for b in bars], color=line.get_color(),
-                          linewidth=1)
+            _interval_bars(ax, ((xp, lo, hi) for xp, _, lo, hi in pts), line.get_color(), linewidth=1)
         ax.set_xticks(x, list(categories), rotation=45, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(categories) - 0.4)
         ax.set_title(textwrap.fill(panel["title"], width=int(fig.get_figwidth() * 14)), fontsize=9)
